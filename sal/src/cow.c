@@ -1,0 +1,163 @@
+/*
+ * cow.c - copy-on-write: granting write access in place or by copy.
+ *
+ * In place requires all three: the object is unique (count 1), it is not
+ * committed, and it is reached through something writable in this section
+ * (the caller's own reference for sal_write(), a writable parent for
+ * sal_write_child()).  Writability in a section is recorded in the header's
+ * `seal` field: the section's token, which no other section has.  A parent
+ * that was made writable but has since been shared (count > 1) is no longer
+ * writable.
+ */
+#include <string.h>
+
+#include "internal.h"
+
+static int writer_check(sal_session *s)
+{
+    int err = sal_session_check(s);
+    if (err)
+        return err;
+    if (s->kind != SAL_KIND_WRITER)
+        return SAL_EREADONLY;
+    if (!s->write_token)
+        return SAL_ENOSECTION;
+    return 0;
+}
+
+static int writable_in_place(sal_heap *h, uint64_t e, sal_object_header *hdr)
+{
+    return sal_entry_rc(e) == 1 && !sal_object_committed(h, sal_heap_offset(h, hdr));
+}
+
+/* Copy `old` (entry e, header hdr) to a new object that the caller will
+ * own, and drop the caller's reference to `old`.  When that reference was
+ * the only one, the copy takes the children over; otherwise it retains
+ * them. */
+static int cow_copy(sal_session *s, sal_id old, uint64_t e, sal_object_header *hdr,
+                    sal_id *new_id, sal_object_header **new_hdr)
+{
+    sal_heap *h = s->heap;
+    sal_id id;
+    sal_object_header *nh;
+    *new_id = SAL_NULL_ID;
+    int err = sal_alloc_raw(s, hdr->size_bytes, hdr->nrefs, hdr->type, &id, &nh);
+    if (err)
+        return err;
+    memcpy(nh + 1, hdr + 1, hdr->size_bytes);
+    _Atomic uint64_t *slot = &h->table[sal_id_index(old)];
+    uint64_t expect = e;
+    if (sal_entry_rc(e) == 1 &&
+        atomic_compare_exchange_strong(slot, &expect, e - SAL_ENTRY_RC_ONE)) {
+        /* We held the only reference: the old object dies and its
+         * children's references move to the copy unchanged. */
+        err = sal_object_die(s, old, e, 1);
+    } else {
+        const sal_id *child = (const sal_id *)(nh + 1);
+        for (unsigned i = 0; i < nh->nrefs; i++)
+            if (child[i] != SAL_NULL_ID && (err = sal_retain_internal(h, child[i])))
+                break;
+        if (!err)
+            err = sal_release_internal(s, old);
+    }
+    *new_id = id;
+    *new_hdr = nh;
+    return err;
+}
+
+int sal_write(sal_session *s, sal_id *id_inout, void **ptr_out)
+{
+    int err = writer_check(s);
+    if (err)
+        return err;
+    if (!id_inout || !ptr_out)
+        return SAL_EINVAL;
+    uint64_t e;
+    sal_object_header *hdr;
+    if ((err = sal_resolve(s->heap, *id_inout, &e, &hdr)))
+        return err;
+    if (!writable_in_place(s->heap, e, hdr)) {
+        sal_id nid;
+        err = cow_copy(s, *id_inout, e, hdr, &nid, &hdr);
+        if (nid != SAL_NULL_ID)
+            *id_inout = nid; /* the copy is yours even if a later step failed */
+        if (err)
+            return err;
+    }
+    hdr->seal = s->write_token;
+    *ptr_out = hdr + 1;
+    return 0;
+}
+
+/* Resolve a parent that must be writable in this section. */
+static int writable_parent(sal_session *s, sal_id parent, unsigned slot,
+                           sal_object_header **hdr_out)
+{
+    uint64_t e;
+    sal_object_header *hdr;
+    int err = sal_resolve(s->heap, parent, &e, &hdr);
+    if (err)
+        return err;
+    if (hdr->seal != s->write_token || !writable_in_place(s->heap, e, hdr))
+        return SAL_ENOTWRITABLE;
+    if (slot >= hdr->nrefs)
+        return SAL_EINVAL;
+    *hdr_out = hdr;
+    return 0;
+}
+
+int sal_write_child(sal_session *s, sal_id parent, unsigned slot,
+                    sal_id *child_id_out, void **ptr_out)
+{
+    int err = writer_check(s);
+    if (err)
+        return err;
+    if (!ptr_out)
+        return SAL_EINVAL;
+    sal_object_header *ph;
+    if ((err = writable_parent(s, parent, slot, &ph)))
+        return err;
+    sal_id *slots = (sal_id *)(ph + 1);
+    sal_id child = slots[slot];
+    if (child == SAL_NULL_ID)
+        return SAL_EINVAL;
+    uint64_t e;
+    sal_object_header *ch;
+    if ((err = sal_resolve(s->heap, child, &e, &ch)))
+        return err;
+    if (!writable_in_place(s->heap, e, ch)) {
+        sal_id nid;
+        /* The parent's reference is the one the copy replaces. */
+        err = cow_copy(s, child, e, ch, &nid, &ch);
+        if (nid != SAL_NULL_ID)
+            slots[slot] = nid;
+        if (err)
+            return err;
+        child = nid;
+    }
+    ch->seal = s->write_token;
+    if (child_id_out)
+        *child_id_out = child;
+    *ptr_out = ch + 1;
+    return 0;
+}
+
+int sal_set_child(sal_session *s, sal_id parent, unsigned slot, sal_id child)
+{
+    int err = writer_check(s);
+    if (err)
+        return err;
+    sal_object_header *ph;
+    if ((err = writable_parent(s, parent, slot, &ph)))
+        return err;
+    if (child != SAL_NULL_ID) {
+        uint64_t e;
+        sal_object_header *ch;
+        if ((err = sal_resolve(s->heap, child, &e, &ch)))
+            return err;
+    }
+    sal_id *slots = (sal_id *)(ph + 1);
+    sal_id old = slots[slot];
+    slots[slot] = child;
+    return old != SAL_NULL_ID ? sal_release_internal(s, old) : 0;
+}

@@ -1,0 +1,83 @@
+/* format.c - sealing and checking the superblock and the commit slots.
+ *
+ * The checks here are what stands between a hostile file and the rest of
+ * the library: every geometry field is range-checked and cross-checked, so
+ * that later code may compute offsets from them without overflow. */
+#include <stddef.h>
+#include <string.h>
+
+#include "format.h"
+
+void sal_superblock_seal(sal_superblock *sb)
+{
+    sb->checksum = sal_crc32c(0, sb, offsetof(sal_superblock, checksum));
+}
+
+static int is_pow2(uint64_t v) { return v && !(v & (v - 1)); }
+
+int sal_superblock_check(const sal_superblock *sb, uint64_t file_bytes)
+{
+    if (memcmp(sb->magic, SAL_SUPERBLOCK_MAGIC, 8) != 0)
+        return SAL_ENOTHEAP;
+    if (sb->checksum != sal_crc32c(0, sb, offsetof(sal_superblock, checksum)))
+        return SAL_ECORRUPT;
+    if (sb->format_version != SAL_FORMAT_VERSION)
+        return SAL_EVERSION;
+    if (sb->superblock_bytes != sizeof(sal_superblock) ||
+        sb->page_bytes != SAL_PAGE_BYTES ||
+        sb->object_header_bytes != sizeof(sal_object_header) ||
+        sb->root_count != SAL_ROOT_COUNT ||
+        sb->segment_record_bytes != sizeof(sal_segment_record))
+        return SAL_EVERSION;
+    /* Geometry: each value in range, each region where it must be. */
+    if (!is_pow2(sb->segment_bytes) || sb->segment_bytes < SAL_MIN_SEGMENT_BYTES ||
+        sb->segment_bytes > SAL_MAX_SEGMENT_BYTES)
+        return SAL_ECORRUPT;
+    if (sb->reserve_bytes > SAL_MAX_RESERVE_BYTES || sb->max_objects < 2 ||
+        sb->max_objects > SAL_MAX_OBJECTS_LIMIT + 1)
+        return SAL_ECORRUPT;
+    /* Bound every field by the reservation (at most 2^42) first, so that
+     * the sums below cannot overflow. */
+    uint64_t r = sb->reserve_bytes;
+    if (sb->segtab_bytes >= r || sb->table_offset >= r || sb->table_bytes >= r ||
+        sb->data_offset >= r || sb->segment_count >= r)
+        return SAL_ECORRUPT;
+    if (sb->segtab_offset != SAL_SEGTAB_OFFSET ||
+        sb->segtab_bytes < sb->segment_count * sizeof(sal_segment_record) ||
+        sb->table_offset < sb->segtab_offset + 2 * sb->segtab_bytes ||
+        sb->table_offset % SAL_REGION_ALIGN != 0 ||
+        sb->table_bytes < sb->max_objects * 8 ||
+        sb->table_bytes % SAL_TABLE_CHUNK_BYTES != 0 ||
+        sb->data_offset < sb->table_offset + sb->table_bytes ||
+        sb->data_offset % sb->segment_bytes != 0 || sb->segment_count == 0 ||
+        sb->segment_count > (r - sb->data_offset) / sb->segment_bytes)
+        return SAL_ECORRUPT;
+    if (file_bytes < SAL_SEGTAB_OFFSET)
+        return SAL_ETRUNCATED;
+    return 0;
+}
+
+void sal_slot_seal(sal_commit_slot *slot)
+{
+    slot->checksum = sal_crc32c(0, slot, offsetof(sal_commit_slot, checksum));
+}
+
+int sal_slot_valid(const sal_commit_slot *slot, const sal_superblock *sb)
+{
+    if (memcmp(slot->magic, SAL_SLOT_MAGIC, 8) != 0)
+        return 0;
+    if (slot->checksum != sal_crc32c(0, slot, offsetof(sal_commit_slot, checksum)))
+        return 0;
+    if (slot->heap_uid[0] != sb->heap_uid[0] || slot->heap_uid[1] != sb->heap_uid[1])
+        return 0;
+    if (slot->ids_high_water < 1 || slot->ids_high_water > sb->max_objects ||
+        slot->segments_high_water > sb->segment_count || slot->clean > 1)
+        return 0;
+    for (unsigned i = 0; i < SAL_ROOT_COUNT; i++) {
+        uint64_t idx = slot->roots[i] & SAL_ID_INDEX_MASK;
+        if (slot->roots[i] != SAL_NULL_ID &&
+            (idx == 0 || idx >= slot->ids_high_water || (slot->roots[i] >> 56)))
+            return 0;
+    }
+    return 1;
+}

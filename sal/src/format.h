@@ -1,0 +1,152 @@
+/*
+ * format.h - the on-disk format, field by field (docs/format.md mirrors it).
+ *
+ *   offset 0                 superblock (one page): geometry, never rewritten
+ *   offset 4096              commit slot 0  \ alternate; the valid one with
+ *   offset 8192              commit slot 1  / the highest epoch is current
+ *   offset 12288             segment table: one record per segment
+ *   table_offset             object table: 8-byte entries, sparse until used
+ *   data_offset              segments of segment_bytes each
+ *
+ * Integers are little-endian (the host's; other hosts are refused by the
+ * magic check of the version field).  Checksums are CRC-32C.
+ */
+#ifndef SAL_FORMAT_H
+#define SAL_FORMAT_H
+
+#include <stdint.h>
+
+#include "sal.h"
+
+#define SAL_FORMAT_VERSION 1u
+#define SAL_PAGE_BYTES 4096u
+#define SAL_SUPERBLOCK_MAGIC "SALHEAP"   /* 8 bytes with the NUL */
+#define SAL_SLOT_MAGIC "SALSLOT"
+#define SAL_SLOT0_OFFSET 4096u
+#define SAL_SLOT1_OFFSET 8192u
+#define SAL_SEGTAB_OFFSET 12288u
+/* The object table and the data start on 2 MiB boundaries so that the
+ * kernel can back them with large folios. */
+#define SAL_REGION_ALIGN (2u << 20)
+/* The table is allocated on disk in chunks of this many bytes. */
+#define SAL_TABLE_CHUNK_BYTES (2u << 20)
+
+typedef struct sal_superblock {
+    char magic[8];               /* "SALHEAP\0" */
+    uint32_t format_version;     /* SAL_FORMAT_VERSION */
+    uint32_t superblock_bytes;   /* sizeof(sal_superblock) */
+    uint32_t page_bytes;         /* SAL_PAGE_BYTES */
+    uint32_t object_header_bytes;/* sizeof(sal_object_header) */
+    uint32_t root_count;         /* SAL_ROOT_COUNT */
+    uint32_t segment_record_bytes; /* sizeof(sal_segment_record) */
+    uint64_t segment_bytes;      /* power of two */
+    uint64_t reserve_bytes;      /* file may grow to this; mapped at open */
+    uint64_t max_objects;        /* table capacity in entries (index 0 unused) */
+    uint64_t segtab_offset;
+    uint64_t segtab_bytes;
+    uint64_t table_offset;
+    uint64_t table_bytes;
+    uint64_t data_offset;
+    uint64_t segment_count;      /* segments that fit in the reservation */
+    uint64_t created_unix_ns;
+    uint64_t heap_uid[2];        /* random; commit slots repeat it */
+    uint32_t reserved[5];
+    uint32_t checksum;           /* CRC-32C of the bytes above */
+} sal_superblock;
+_Static_assert(sizeof(sal_superblock) == 152, "superblock layout");
+
+typedef struct sal_commit_slot {
+    char magic[8];               /* "SALSLOT\0" */
+    uint64_t epoch;              /* commit number; highest valid wins */
+    uint64_t time_unix_ns;       /* when it was written */
+    uint64_t heap_uid[2];        /* must equal the superblock's */
+    uint32_t clean;              /* 1: closed cleanly after this commit */
+    uint32_t flags;              /* reserved, 0 */
+    uint64_t ids_high_water;     /* table indexes 1..hwm-1 have been used */
+    uint64_t segments_high_water;/* segments 0..hwm-1 exist in the file */
+    uint64_t file_bytes;         /* the file is at least this long */
+    uint64_t live_objects;       /* at this commit (statistics) */
+    uint32_t segtab_checksum;    /* CRC-32C of records 0..segments_hwm-1 */
+    uint32_t reserved;
+    sal_id roots[SAL_ROOT_COUNT];
+    uint32_t reserved2;
+    uint32_t checksum;           /* CRC-32C of the bytes above */
+} sal_commit_slot;
+_Static_assert(sizeof(sal_commit_slot) == 608, "commit slot layout");
+
+enum sal_segment_record_state {
+    SAL_SEGREC_FREE = 0,  /* holds nothing committed */
+    SAL_SEGREC_USED = 1,  /* holds committed objects in [0, used_bytes) */
+};
+
+typedef struct sal_segment_record {
+    uint32_t state;              /* sal_segment_record_state */
+    uint32_t flags;              /* reserved, 0 */
+    uint64_t used_bytes;         /* objects lie back to back in [0, used) */
+    uint64_t live_bytes;         /* bytes of live objects (statistics;
+                                    rebuilt by recovery) */
+    uint64_t reserved;
+} sal_segment_record;
+_Static_assert(sizeof(sal_segment_record) == 32, "segment record layout");
+
+/*
+ * Every object starts with this header, 8-byte aligned.  Objects lie back to
+ * back in a segment: the next header is at round_up8(header + size_bytes).
+ */
+typedef struct sal_object_header {
+    sal_id id;                   /* index | generation << 32 */
+    uint32_t size_bytes;         /* payload bytes */
+    uint16_t nrefs;              /* the first nrefs payload words are ids */
+    uint8_t type;                /* the user's tag */
+    uint8_t flags;               /* reserved, 0 */
+    uint32_t birth_epoch;        /* commit epoch current at allocation */
+    uint32_t seal;               /* uncommitted: write token of the section
+                                    that may write it in place (0: none) */
+} sal_object_header;
+_Static_assert(sizeof(sal_object_header) == 24, "object header layout");
+
+/*
+ * Object table entry (8 bytes, changed only with atomic operations):
+ *
+ *   bits  0..38  location: file offset of the object header / 8
+ *   bit   39     accessed (reserved for hot/cold placement)
+ *   bits 40..63  reference count, 24 bits, saturating
+ *
+ * A count of 0 means the id names no object.  A free entry keeps, in bits
+ * 0..23, the generation of the id that last used it, so that the next id
+ * given out for the slot has a new generation even across a reopen.
+ */
+#define SAL_ENTRY_LOC_MASK ((1ull << 39) - 1)
+#define SAL_ENTRY_ACCESSED (1ull << 39)
+#define SAL_ENTRY_RC_SHIFT 40
+#define SAL_ENTRY_RC_ONE (1ull << SAL_ENTRY_RC_SHIFT)
+#define SAL_ENTRY_RC_MAX 0xFFFFFFull
+#define SAL_ID_INDEX_MASK 0xFFFFFFFFull
+#define SAL_ID_GEN_SHIFT 32
+#define SAL_ID_GEN_MASK 0xFFFFFFull
+
+static inline uint64_t sal_entry_rc(uint64_t e) { return e >> SAL_ENTRY_RC_SHIFT; }
+static inline uint64_t sal_entry_loc(uint64_t e) { return e & SAL_ENTRY_LOC_MASK; }
+static inline uint32_t sal_id_index(sal_id id) { return (uint32_t)(id & SAL_ID_INDEX_MASK); }
+static inline uint32_t sal_id_gen(sal_id id)
+{
+    return (uint32_t)((id >> SAL_ID_GEN_SHIFT) & SAL_ID_GEN_MASK);
+}
+static inline sal_id sal_id_make(uint32_t index, uint32_t gen)
+{
+    return (sal_id)index | ((sal_id)(gen & SAL_ID_GEN_MASK) << SAL_ID_GEN_SHIFT);
+}
+static inline uint64_t sal_object_span(uint64_t size_bytes)
+{
+    return (sizeof(sal_object_header) + size_bytes + 7) & ~7ull;
+}
+
+uint32_t sal_crc32c(uint32_t crc, const void *data, size_t len);
+
+/* Checksum helpers: fill in / verify the trailing checksum field. */
+void sal_superblock_seal(sal_superblock *sb);
+int sal_superblock_check(const sal_superblock *sb, uint64_t file_bytes);
+void sal_slot_seal(sal_commit_slot *slot);
+int sal_slot_valid(const sal_commit_slot *slot, const sal_superblock *sb);
+
+#endif

@@ -1,0 +1,469 @@
+/*
+ * heap.c - creating, opening, checking and closing a heap file.
+ *
+ * Open reads and checks everything it relies on (superblock, both commit
+ * slots, the segment table) with pread before it maps or writes anything,
+ * so that a damaged or foreign file is rejected untouched.  Close commits:
+ * it flushes the data, then writes the other commit slot, then flushes that
+ * slot (crash rule 4: the slot is written last).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "internal.h"
+#include "os.h"
+
+static uint64_t now_unix_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+void sal_options_init(sal_options *opt)
+{
+    memset(opt, 0, sizeof *opt);
+    opt->reserve_bytes = SAL_DEFAULT_RESERVE_BYTES;
+    opt->segment_bytes = SAL_DEFAULT_SEGMENT_BYTES;
+    opt->max_objects = SAL_DEFAULT_MAX_OBJECTS;
+    opt->file_mode = 0600;
+    opt->ready_segments = SAL_DEFAULT_READY_SEGMENTS;
+}
+
+uint64_t sal_max_object_bytes(const sal_heap *h)
+{
+    uint64_t max = h->segment_bytes - sizeof(sal_object_header);
+    return max > UINT32_MAX ? UINT32_MAX : max;
+}
+
+/* Lay out a new heap from validated options. */
+static int geometry(const sal_options *o, sal_superblock *sb)
+{
+    if (o->segment_bytes < SAL_MIN_SEGMENT_BYTES ||
+        o->segment_bytes > SAL_MAX_SEGMENT_BYTES ||
+        (o->segment_bytes & (o->segment_bytes - 1)))
+        return SAL_EINVAL;
+    if (o->max_objects < 1 || o->max_objects > SAL_MAX_OBJECTS_LIMIT)
+        return SAL_EINVAL;
+    if (o->reserve_bytes > SAL_MAX_RESERVE_BYTES || o->file_mode > 07777)
+        return SAL_EINVAL;
+    memset(sb, 0, sizeof *sb);
+    memcpy(sb->magic, SAL_SUPERBLOCK_MAGIC, 8);
+    sb->format_version = SAL_FORMAT_VERSION;
+    sb->superblock_bytes = sizeof(sal_superblock);
+    sb->page_bytes = SAL_PAGE_BYTES;
+    sb->object_header_bytes = sizeof(sal_object_header);
+    sb->root_count = SAL_ROOT_COUNT;
+    sb->segment_record_bytes = sizeof(sal_segment_record);
+    sb->segment_bytes = o->segment_bytes;
+    sb->max_objects = o->max_objects + 1; /* entry 0 is the null id */
+    sb->table_bytes = sal_round_up(sb->max_objects * 8, SAL_TABLE_CHUNK_BYTES);
+    /* The segment table must describe every segment, and the number of
+     * segments depends on where the data starts: size it for the upper
+     * bound reserve / segment_bytes. */
+    uint64_t reserve = sal_round_up(o->reserve_bytes, o->segment_bytes);
+    uint64_t max_segments = reserve / o->segment_bytes;
+    sb->segtab_offset = SAL_SEGTAB_OFFSET;
+    sb->segtab_bytes = sal_round_up(max_segments * sizeof(sal_segment_record),
+                                    SAL_PAGE_BYTES);
+    if (sb->segtab_bytes == 0)
+        sb->segtab_bytes = SAL_PAGE_BYTES;
+    /* Two copies of the segment table, one per commit slot, so that
+     * writing one never damages what the other slot vouches for. */
+    sb->table_offset = sal_round_up(sb->segtab_offset + 2 * sb->segtab_bytes,
+                                    SAL_REGION_ALIGN);
+    sb->data_offset = sal_round_up(sb->table_offset + sb->table_bytes,
+                                   o->segment_bytes);
+    if (reserve <= sb->data_offset)
+        return SAL_EINVAL; /* no room for a single segment */
+    sb->reserve_bytes = reserve;
+    sb->segment_count = (reserve - sb->data_offset) / o->segment_bytes;
+    sb->created_unix_ns = now_unix_ns();
+    uint64_t uid[2];
+    if (sal_os_random(uid, sizeof uid) != 0) {
+        uid[0] = sb->created_unix_ns;
+        uid[1] = (uint64_t)(uintptr_t)sb ^ ((uint64_t)getpid() << 32);
+    }
+    sb->heap_uid[0] = uid[0];
+    sb->heap_uid[1] = uid[1];
+    sal_superblock_seal(sb);
+    return 0;
+}
+
+/* Read the superblock, pick the newest valid slot, check the file size and
+ * the segment table.  Reads only. */
+static int check_file(int fd, sal_superblock *sb, sal_commit_slot *slot,
+                      unsigned *slot_index, sal_segment_record **records_out)
+{
+    uint64_t size;
+    int err = sal_os_file_size(fd, &size);
+    if (err)
+        return err;
+    if (size == 0)
+        return SAL_ENOTHEAP;
+    memset(sb, 0, sizeof *sb);
+    uint64_t head = size < sizeof *sb ? size : sizeof *sb;
+    if ((err = sal_os_pread(fd, sb, (size_t)head, 0)))
+        return err;
+    if (memcmp(sb->magic, SAL_SUPERBLOCK_MAGIC, 8) != 0)
+        return SAL_ENOTHEAP;
+    if (size < sizeof *sb)
+        return SAL_ETRUNCATED;
+    if ((err = sal_superblock_check(sb, size)))
+        return err;
+
+    sal_commit_slot s[2];
+    if ((err = sal_os_pread(fd, &s[0], sizeof s[0], SAL_SLOT0_OFFSET)) ||
+        (err = sal_os_pread(fd, &s[1], sizeof s[1], SAL_SLOT1_OFFSET)))
+        return err;
+    int v0 = sal_slot_valid(&s[0], sb), v1 = sal_slot_valid(&s[1], sb);
+    if (!v0 && !v1)
+        return SAL_ECORRUPT;
+    unsigned pick = (!v0 || (v1 && s[1].epoch > s[0].epoch)) ? 1 : 0;
+    *slot = s[pick];
+    *slot_index = pick;
+
+    uint64_t need = sb->data_offset + slot->segments_high_water * sb->segment_bytes;
+    if (slot->file_bytes < need)
+        return SAL_ECORRUPT;
+    if (size < slot->file_bytes || size < sb->data_offset)
+        return SAL_ETRUNCATED;
+
+    uint64_t n = slot->segments_high_water;
+    sal_segment_record *rec = calloc(n ? n : 1, sizeof *rec);
+    if (!rec)
+        return SAL_ENOMEM;
+    uint64_t segtab = sb->segtab_offset + pick * sb->segtab_bytes;
+    if (n && (err = sal_os_pread(fd, rec, n * sizeof *rec, segtab))) {
+        free(rec);
+        return err;
+    }
+    if (sal_crc32c(0, rec, n * sizeof *rec) != slot->segtab_checksum) {
+        free(rec);
+        return SAL_ECORRUPT;
+    }
+    for (uint64_t i = 0; i < n; i++) {
+        if (rec[i].state > SAL_SEGREC_USED || rec[i].used_bytes > sb->segment_bytes ||
+            rec[i].live_bytes > rec[i].used_bytes || rec[i].used_bytes % 8) {
+            free(rec);
+            return SAL_ECORRUPT;
+        }
+    }
+    *records_out = rec;
+    return 0;
+}
+
+static void heap_free(sal_heap *h)
+{
+    if (!h)
+        return;
+    if (h->base)
+        sal_os_unmap(h->base, h->reserve_bytes);
+    if (h->fd >= 0)
+        sal_os_close(h->fd);
+    free(h->segments);
+    free(h->free_segs);
+    free(h->ready_segs);
+    free(h->partial_segs);
+    free(h->pending_segs);
+    free(h->slots);
+    sal_id_vec_free(&h->free_ids);
+    pthread_mutex_destroy(&h->table_lock);
+    pthread_mutex_destroy(&h->free_ids_lock);
+    pthread_mutex_destroy(&h->seg_lock);
+    pthread_mutex_destroy(&h->sessions_lock);
+    pthread_cond_destroy(&h->seg_cond);
+    free(h);
+}
+
+/* Rebuild the in-memory state from a checked file: segments, free ids,
+ * roots. */
+static int load_state(sal_heap *h, const sal_segment_record *rec)
+{
+    uint64_t n = h->segment_count;
+    h->segments = calloc(n, sizeof *h->segments);
+    h->free_segs = malloc(n * sizeof *h->free_segs);
+    h->ready_segs = malloc(n * sizeof *h->ready_segs);
+    h->partial_segs = malloc(n * sizeof *h->partial_segs);
+    h->pending_segs = malloc(n * sizeof *h->pending_segs);
+    h->slots = aligned_alloc(SAL_CACHE_LINE, SAL_SECTION_SLOTS * sizeof *h->slots);
+    if (!h->segments || !h->free_segs || !h->ready_segs || !h->partial_segs ||
+        !h->pending_segs || !h->slots)
+        return SAL_ENOMEM;
+    memset(h->slots, 0, SAL_SECTION_SLOTS * sizeof *h->slots);
+
+    h->segments_high_water = h->committed.segments_high_water;
+    /* Push free segments highest first so the lowest is taken first. */
+    for (uint64_t i = h->segments_high_water; i-- > 0;) {
+        sal_segment *g = &h->segments[i];
+        if (rec[i].state == SAL_SEGREC_USED && rec[i].live_bytes > 0) {
+            atomic_store(&g->state, SEG_FULL);
+            atomic_store(&g->retired, 1);
+            atomic_store(&g->live_bytes, (int64_t)rec[i].live_bytes);
+            atomic_store(&g->used_bytes, rec[i].used_bytes);
+            atomic_store(&g->protect_mark, rec[i].used_bytes);
+            h->opened_live_bytes += (int64_t)rec[i].live_bytes;
+        } else {
+            atomic_store(&g->state, SEG_FREE);
+            h->free_segs[h->free_segs_len++] = (uint32_t)i;
+        }
+    }
+    atomic_store(&h->file_bytes, h->committed.file_bytes);
+
+    for (unsigned r = 0; r < SAL_ROOT_COUNT; r++)
+        atomic_store(&h->roots[r], h->committed.roots[r]);
+    atomic_store(&h->ids_high_water, h->committed.ids_high_water);
+    atomic_store(&h->section_epoch, 1);
+    atomic_store(&h->write_token_next, 1);
+    atomic_store(&h->commit_epoch, h->committed.epoch);
+
+    /* Free ids: every entry below the high-water mark with a zero count.
+     * The table pages below the high-water mark exist in the file (they
+     * were allocated before use); past the end of a short file we never
+     * read, since the file was checked to hold the data region. */
+    uint64_t hwm = h->committed.ids_high_water;
+    int64_t live = 0;
+    for (uint64_t i = 1; i < hwm; i++) {
+        uint64_t e = atomic_load_explicit(&h->table[i], memory_order_relaxed);
+        if (sal_entry_rc(e) == 0) {
+            sal_id old = sal_id_make((uint32_t)i, (uint32_t)(e & SAL_ID_GEN_MASK));
+            if (sal_id_vec_push(&h->free_ids, old))
+                return SAL_ENOMEM;
+        } else {
+            live++;
+        }
+    }
+    h->opened_live_objects = live;
+    return 0;
+}
+
+static int heap_open_fd(int fd, const sal_options *opt, int writable,
+                        sal_heap **heap_out)
+{
+    sal_superblock sb;
+    sal_commit_slot slot;
+    unsigned slot_index;
+    sal_segment_record *rec = NULL;
+    int err = check_file(fd, &sb, &slot, &slot_index, &rec);
+    if (err)
+        return err;
+    if (writable && !slot.clean) {
+        free(rec);
+        return SAL_EUNCLEAN;
+    }
+
+    sal_heap *h = calloc(1, sizeof *h);
+    if (!h) {
+        free(rec);
+        return SAL_ENOMEM;
+    }
+    h->fd = -1;
+    pthread_mutex_init(&h->table_lock, NULL);
+    pthread_mutex_init(&h->free_ids_lock, NULL);
+    pthread_mutex_init(&h->seg_lock, NULL);
+    pthread_mutex_init(&h->sessions_lock, NULL);
+    pthread_cond_init(&h->seg_cond, NULL);
+    h->sb = sb;
+    h->committed = slot;
+    h->current_slot = slot_index;
+    h->readonly = !writable;
+    h->reserve_bytes = sb.reserve_bytes;
+    h->segment_bytes = sb.segment_bytes;
+    h->segment_shift = (unsigned)__builtin_ctzll(sb.segment_bytes);
+    h->segment_count = sb.segment_count;
+    h->data_offset = sb.data_offset;
+    h->table_offset = sb.table_offset;
+    h->max_objects = sb.max_objects;
+    h->ready_target = opt ? opt->ready_segments : SAL_DEFAULT_READY_SEGMENTS;
+
+    void *base;
+    if ((err = sal_os_map_file(fd, sb.reserve_bytes, writable, &base)))
+        goto fail;
+    h->base = base;
+    h->fd = fd;
+    h->table = (_Atomic uint64_t *)(h->base + sb.table_offset);
+    /* The table is allocated on disk up to the chunk holding the high-water
+     * mark; nothing above it is read. */
+    atomic_store(&h->table_ready_bytes,
+                 sal_round_up(slot.ids_high_water * 8, SAL_TABLE_CHUNK_BYTES));
+    if (writable && (err = sal_table_ensure(h, slot.ids_high_water)))
+        goto fail;
+    if ((err = load_state(h, rec)))
+        goto fail;
+    free(rec);
+    rec = NULL;
+
+    if (writable) {
+        /* From here on the file says "open": a crash leaves it unclean. */
+        if ((err = sal_commit_write(h, 0)))
+            goto fail;
+        if ((err = sal_provider_start(h)))
+            goto fail;
+    }
+    *heap_out = h;
+    return 0;
+
+fail:
+    free(rec);
+    h->fd = -1; /* the caller closes fd */
+    heap_free(h);
+    return err;
+}
+
+static int open_path(const char *path, int flags, unsigned mode, int writable,
+                     int *fd_out)
+{
+    int fd, err = sal_os_open(path, flags, mode, &fd);
+    if (err)
+        return err;
+    if ((err = sal_os_file_kind_ok(fd)) ||
+        (err = sal_os_lock(fd, writable))) {
+        sal_os_close(fd);
+        return err == EWOULDBLOCK ? SAL_ELOCKED : err;
+    }
+    *fd_out = fd;
+    return 0;
+}
+
+int sal_heap_open(const char *path, const sal_options *opt, sal_heap **heap_out)
+{
+    if (!heap_out)
+        return SAL_EINVAL;
+    *heap_out = NULL;
+    if (!path)
+        return SAL_EINVAL;
+    int writable = !(opt && (opt->flags & SAL_OPEN_READONLY));
+    int fd, err;
+    /* O_NONBLOCK: a fifo given as path must not hang the open. */
+    if ((err = open_path(path, (writable ? O_RDWR : O_RDONLY) | O_NONBLOCK, 0,
+                         writable, &fd)))
+        return err;
+    if ((err = heap_open_fd(fd, opt, writable, heap_out)))
+        sal_os_close(fd);
+    return err;
+}
+
+int sal_heap_create(const char *path, const sal_options *opt, sal_heap **heap_out)
+{
+    if (!heap_out)
+        return SAL_EINVAL;
+    *heap_out = NULL;
+    if (!path)
+        return SAL_EINVAL;
+    sal_options defaults;
+    if (!opt) {
+        sal_options_init(&defaults);
+        opt = &defaults;
+    }
+    if (opt->flags & SAL_OPEN_READONLY)
+        return SAL_EINVAL;
+    sal_superblock sb;
+    int err = geometry(opt, &sb);
+    if (err)
+        return err;
+    int fd;
+    if ((err = open_path(path, O_RDWR | O_CREAT | O_EXCL, opt->file_mode, 1, &fd)))
+        return err;
+
+    /* The metadata pages are allocated on disk now; the object table and
+     * the segments as they are used.  Slot 0 first, superblock last: a
+     * crash in between leaves a file that open rejects as "not a heap". */
+    sal_commit_slot slot;
+    memset(&slot, 0, sizeof slot);
+    memcpy(slot.magic, SAL_SLOT_MAGIC, 8);
+    slot.epoch = 1;
+    slot.time_unix_ns = sb.created_unix_ns;
+    slot.heap_uid[0] = sb.heap_uid[0];
+    slot.heap_uid[1] = sb.heap_uid[1];
+    slot.clean = 1;
+    slot.ids_high_water = 1;
+    slot.file_bytes = sb.data_offset;
+    slot.segtab_checksum = sal_crc32c(0, NULL, 0);
+    sal_slot_seal(&slot);
+    if ((err = sal_os_fallocate(fd, 0, sb.table_offset)) ||
+        (err = sal_os_ftruncate(fd, sb.data_offset)) ||
+        (err = sal_os_pwrite(fd, &slot, sizeof slot, SAL_SLOT0_OFFSET)) ||
+        (err = sal_os_fsync(fd)) ||
+        (err = sal_os_pwrite(fd, &sb, sizeof sb, 0)) ||
+        (err = sal_os_fsync(fd)))
+        goto fail;
+    if ((err = heap_open_fd(fd, opt, 1, heap_out)))
+        goto fail;
+    return 0;
+fail:
+    sal_os_unlink(path);
+    sal_os_close(fd);
+    return err;
+}
+
+/* Write the other commit slot from the in-memory state: flush the data it
+ * vouches for first, the slot after.  clean = 1 only at close. */
+int sal_commit_write(sal_heap *h, int clean)
+{
+    sal_commit_slot s;
+    memset(&s, 0, sizeof s);
+    memcpy(s.magic, SAL_SLOT_MAGIC, 8);
+    s.epoch = h->committed.epoch + 1;
+    s.time_unix_ns = now_unix_ns();
+    s.heap_uid[0] = h->sb.heap_uid[0];
+    s.heap_uid[1] = h->sb.heap_uid[1];
+    s.clean = (uint32_t)clean;
+    s.ids_high_water = atomic_load(&h->ids_high_water);
+    s.segments_high_water = h->segments_high_water;
+    s.file_bytes = atomic_load(&h->file_bytes);
+    s.live_objects = (uint64_t)(h->opened_live_objects +
+                                atomic_load(&h->closed_live_objects));
+    for (unsigned r = 0; r < SAL_ROOT_COUNT; r++)
+        s.roots[r] = atomic_load(&h->roots[r]);
+
+    /* Segment records, through the mapping (the pages were allocated at
+     * create), into the copy that belongs to the slot being written. */
+    unsigned target = h->current_slot ^ 1u;
+    sal_segment_record *rec = (sal_segment_record *)(
+        h->base + h->sb.segtab_offset + target * h->sb.segtab_bytes);
+    for (uint64_t i = 0; i < s.segments_high_water; i++) {
+        sal_segment *g = &h->segments[i];
+        int st = atomic_load(&g->state);
+        int64_t live = atomic_load(&g->live_bytes);
+        sal_segment_record r = {0};
+        if ((st == SEG_FULL || st == SEG_PARTIAL || st == SEG_ACTIVE) && live > 0) {
+            r.state = SAL_SEGREC_USED;
+            r.used_bytes = atomic_load(&g->used_bytes);
+            r.live_bytes = (uint64_t)live;
+        }
+        rec[i] = r;
+    }
+    s.segtab_checksum = sal_crc32c(0, rec, s.segments_high_water * sizeof *rec);
+    sal_slot_seal(&s);
+
+    int err = sal_os_msync(h->base, s.file_bytes, 1);
+    if (err)
+        return err;
+    char *slot_page = h->base + (target ? SAL_SLOT1_OFFSET : SAL_SLOT0_OFFSET);
+    memcpy(slot_page, &s, sizeof s);
+    if ((err = sal_os_msync(slot_page, SAL_PAGE_BYTES, 1)))
+        return err;
+    h->committed = s;
+    h->current_slot = target;
+    atomic_store(&h->commit_epoch, s.epoch);
+    return 0;
+}
+
+int sal_heap_close(sal_heap *h)
+{
+    if (!h)
+        return SAL_EINVAL;
+    if (atomic_load(&h->sessions_open) || atomic_load(&h->readers_open))
+        return SAL_EBUSY;
+    int err = 0;
+    if (!h->readonly) {
+        sal_provider_stop(h);
+        err = sal_commit_write(h, 1);
+    }
+    heap_free(h);
+    return err;
+}

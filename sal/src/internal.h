@@ -1,0 +1,238 @@
+/*
+ * internal.h - the heap's in-memory state, shared by the library's files.
+ *
+ * Invariants worth knowing before reading any .c file:
+ *
+ *  - The whole reservation [0, reserve_bytes) of the file is mapped once at
+ *    `base`.  File offset == address - base.  Only pages below the file's
+ *    current size are ever touched, and every page is allocated on disk
+ *    (fallocate) before it is first written.
+ *  - Segment i lives at data_offset + i * segment_bytes.  A segment is owned
+ *    by at most one session at a time (its arena); only that session bumps
+ *    it.  Objects in it may be released by any thread (atomics only).
+ *  - An object is committed iff its offset is below its segment's
+ *    protect_mark.  Committed objects are never written in place, their ids
+ *    and bytes are not reused before the next commit (crash rule 2).
+ *  - Memory freed while readers might see it (whole empty segments) is
+ *    reused only after every section that began before it was freed ended
+ *    (epoch-based reclamation, see provider.c).
+ */
+#ifndef SAL_INTERNAL_H
+#define SAL_INTERNAL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "format.h"
+#include "sal.h"
+
+#define SAL_CACHE_LINE 64
+
+/* How many ids a session takes at once from the table's high-water mark or
+ * from the shared pool of free ids. */
+#define SAL_ID_BATCH 1024u
+/* A session's private free-id stack spills half to the shared pool above
+ * this many entries, so ids released by one thread reach the others. */
+#define SAL_ID_LOCAL_MAX 8192u
+
+/* Internal threads (provider, and later the compactor) have their own
+ * section slots after the users'. */
+#define SAL_INTERNAL_SLOTS 2u
+#define SAL_SECTION_SLOTS (SAL_MAX_SESSIONS + SAL_MAX_READERS + SAL_INTERNAL_SLOTS)
+#define SAL_PROVIDER_SLOT (SAL_MAX_SESSIONS + SAL_MAX_READERS)
+
+typedef enum sal_segment_state {
+    SEG_UNUSED = 0, /* beyond the file's end: not allocated on disk yet */
+    SEG_FREE,       /* in the file, empty, in the free pool */
+    SEG_READY,      /* prepared (allocated, pre-faulted), in the ready queue */
+    SEG_ACTIVE,     /* a session's arena */
+    SEG_PARTIAL,    /* a closed session's unfinished arena, to be continued */
+    SEG_FULL,       /* retired: holds objects, nobody bumps it */
+    SEG_PENDING,    /* all its objects died; waiting for readers/commit */
+} sal_segment_state;
+
+typedef struct sal_segment {
+    _Atomic int64_t live_bytes;   /* allocated - freed; exact once retired */
+    _Atomic int state;            /* sal_segment_state */
+    _Atomic int retired;          /* 1 once no session bumps it */
+    _Atomic uint64_t used_bytes;  /* bump end, relative to segment start */
+    _Atomic uint64_t protect_mark;/* committed below this (relative) */
+    uint64_t pending_epoch;       /* section epoch when it became pending */
+    uint64_t pending_commit;      /* commit epoch it must outlive, or 0 */
+} sal_segment;
+
+/* A growable array of ids (DRAM). */
+typedef struct sal_id_vec {
+    sal_id *ids;
+    size_t len, cap;
+} sal_id_vec;
+
+int sal_id_vec_push(sal_id_vec *v, sal_id id);
+void sal_id_vec_free(sal_id_vec *v);
+
+/* One section slot: the epoch a thread entered its section at, 0 if none. */
+typedef struct sal_section_slot {
+    _Atomic uint64_t epoch;
+    char pad[SAL_CACHE_LINE - sizeof(uint64_t)];
+} sal_section_slot;
+
+typedef enum { SAL_KIND_WRITER = 1, SAL_KIND_READER = 2 } sal_session_kind;
+
+struct sal_session {
+    /* --- hot: the allocation fast path touches only these --- */
+    char *bump;                  /* next free byte of the arena */
+    char *arena_end;             /* end of the arena */
+    uint32_t id_next, id_end;    /* fresh ids [id_next, id_end) */
+    uint32_t write_token;        /* nonzero inside a write section */
+    uint32_t birth_epoch;        /* commit epoch stamped on new objects */
+    sal_id *free_ids;            /* private stack of reusable ids */
+    uint32_t free_len, free_cap;
+    _Atomic int64_t live_objects;/* allocated - freed by this session */
+    _Atomic int64_t live_bytes;
+    /* --- the rest --- */
+    struct sal_heap *heap;
+    sal_session_kind kind;
+    unsigned slot;               /* index in its kind's table */
+    sal_section_slot *section;   /* this thread's section slot */
+    unsigned read_depth;         /* nested read sections */
+    int64_t arena_segment;       /* index, -1 when none */
+    char *arena_start;           /* where this session started bumping */
+    sal_id_vec pending_ids;      /* committed ids freed: reusable after the
+                                    next commit */
+    sal_id_vec work;             /* release worklist */
+    pthread_t owner;
+};
+
+struct sal_heap {
+    /* geometry (from the superblock) */
+    char *base;                  /* mapping of [0, reserve_bytes) */
+    uint64_t reserve_bytes;
+    uint64_t segment_bytes;
+    unsigned segment_shift;
+    uint64_t segment_count;
+    uint64_t data_offset;
+    uint64_t table_offset;
+    uint64_t max_objects;
+    _Atomic uint64_t *table;     /* base + table_offset */
+    sal_superblock sb;
+    int fd;
+    int readonly;
+    unsigned ready_target;
+
+    /* commit state */
+    sal_commit_slot committed;   /* the current slot's contents */
+    unsigned current_slot;       /* 0 or 1 */
+    _Atomic uint64_t commit_epoch;
+
+    /* roots (the live table; committed copies live in the commit slot) */
+    _Atomic sal_id roots[SAL_ROOT_COUNT];
+
+    /* ids */
+    _Atomic uint64_t ids_high_water;   /* next never-used index */
+    _Atomic uint64_t table_ready_bytes;/* table bytes allocated on disk */
+    pthread_mutex_t table_lock;        /* growing the table */
+    pthread_mutex_t free_ids_lock;
+    sal_id_vec free_ids;               /* shared pool of reusable ids */
+
+    /* segments */
+    sal_segment *segments;             /* segment_count entries */
+    pthread_mutex_t seg_lock;          /* the lists below */
+    pthread_cond_t seg_cond;           /* provider <-> takers */
+    uint64_t segments_high_water;      /* segments that exist in the file */
+    _Atomic uint64_t file_bytes;
+    uint32_t *free_segs;   size_t free_segs_len;     /* stack */
+    uint32_t *ready_segs;  size_t ready_len;         /* queue (as a stack) */
+    uint32_t *partial_segs; size_t partial_len;      /* stack */
+    uint32_t *pending_segs; size_t pending_len;      /* list */
+    int provider_error;                /* last preparation failure (errno) */
+    _Atomic uint64_t alloc_waits;
+
+    /* sessions and sections */
+    _Atomic uint64_t writer_mask;                  /* 64 allocating slots */
+    _Atomic uint64_t reader_mask[SAL_MAX_READERS / 64];
+    _Atomic uint64_t sessions_open, readers_open;
+    _Atomic uint64_t section_epoch;                /* starts at 1 */
+    _Atomic uint32_t write_token_next;
+    sal_section_slot *slots;                       /* SAL_SECTION_SLOTS */
+    /* counts of sessions that have closed, folded in */
+    _Atomic int64_t closed_live_objects, closed_live_bytes;
+    int64_t opened_live_objects;                   /* at open */
+    int64_t opened_live_bytes;
+    /* open sessions, for statistics (guarded by sessions_lock) */
+    pthread_mutex_t sessions_lock;
+    struct sal_session *open_sessions[SAL_MAX_SESSIONS + SAL_MAX_READERS];
+
+    /* provider thread */
+    pthread_t provider;
+    int provider_running;
+    int provider_stop;
+};
+
+typedef struct sal_heap sal_heap;
+
+/* heap.c */
+static inline uint64_t sal_heap_offset(const sal_heap *h, const void *p)
+{
+    return (uint64_t)((const char *)p - h->base);
+}
+static inline uint64_t sal_segment_of(const sal_heap *h, uint64_t offset)
+{
+    return (offset - h->data_offset) >> h->segment_shift;
+}
+static inline uint64_t sal_segment_start(const sal_heap *h, uint64_t seg)
+{
+    return h->data_offset + (seg << h->segment_shift);
+}
+
+/* provider.c: segments */
+int sal_provider_start(sal_heap *h);
+void sal_provider_stop(sal_heap *h);
+/* Take a segment for an arena: a partial one, a ready one, or prepare one
+ * now (counted in alloc_waits).  Returns 0 and the index, or an error. */
+int sal_segment_take(sal_heap *h, uint64_t *seg_out, uint64_t *start_used);
+/* A session stops bumping `seg` at `used` bytes: keep it as partial (the
+ * session closed) or retire it (it is full). */
+void sal_segment_release_arena(sal_heap *h, uint64_t seg, uint64_t used,
+                               int64_t allocated_bytes, int keep_partial);
+/* `bytes` of objects in `seg` died. */
+void sal_segment_free_bytes(sal_heap *h, uint64_t seg, uint64_t bytes);
+/* Make sure table entries [0, index] are allocated on disk. */
+int sal_table_ensure(sal_heap *h, uint64_t index);
+/* Reclaim pending segments whose readers and commits are past. */
+void sal_segments_reclaim(sal_heap *h);
+
+/* session.c: sections */
+uint64_t sal_oldest_section_epoch(sal_heap *h);
+void sal_section_enter(sal_section_slot *slot, sal_heap *h);
+void sal_section_leave(sal_section_slot *slot);
+int sal_session_check(sal_session *s);
+
+/* alloc.c */
+int sal_ids_refill(sal_session *s);
+void sal_id_recycle(sal_session *s, sal_id id, int committed);
+void sal_session_flush_ids(sal_session *s);
+int sal_alloc_slow(sal_session *s, uint64_t span);
+int sal_alloc_raw(sal_session *s, uint64_t size_bytes, unsigned nrefs,
+                  unsigned type, sal_id *id_out, sal_object_header **hdr_out);
+
+/* object.c */
+int sal_resolve(sal_heap *h, sal_id id, uint64_t *entry_out,
+                sal_object_header **hdr_out);
+int sal_object_committed(const sal_heap *h, uint64_t offset);
+int sal_retain_internal(sal_heap *h, sal_id id);
+int sal_release_internal(sal_session *s, sal_id id);
+/* Free an object whose count just reached zero, and what dies with it.
+ * keep_children: its children were taken over by a copy; do not release. */
+int sal_object_die(sal_session *s, sal_id id, uint64_t entry, int keep_children);
+
+/* heap.c */
+int sal_commit_write(sal_heap *h, int clean);
+
+static inline uint64_t sal_round_up(uint64_t v, uint64_t align)
+{
+    return (v + align - 1) & ~(align - 1);
+}
+
+#endif

@@ -1,0 +1,228 @@
+/*
+ * object.c - resolving ids, reference counts, and freeing what dies.
+ *
+ * Resolution checks, in this order: the id is well formed and below the
+ * table's high-water mark (else SAL_EBADID); its entry has a nonzero count
+ * (else SAL_ESTALE); the entry's location lies inside the file's data
+ * region (else SAL_ECORRUPT); and the header there carries exactly this id,
+ * generation included (else SAL_ESTALE: the entry now names a newer object).
+ *
+ * Freeing is iterative: a dying object's children are released one by one,
+ * and those that die too are pushed on the session's worklist, so a chain
+ * of any length is freed with constant stack.
+ */
+#include <string.h>
+
+#include "internal.h"
+
+int sal_object_committed(const sal_heap *h, uint64_t offset)
+{
+    uint64_t seg = sal_segment_of(h, offset);
+    uint64_t rel = offset - sal_segment_start(h, seg);
+    return rel < atomic_load_explicit(&h->segments[seg].protect_mark, memory_order_acquire);
+}
+
+static int id_check(const sal_heap *h, sal_id id)
+{
+    uint32_t idx = sal_id_index(id);
+    if (idx == 0 || (id >> 56) != 0 ||
+        idx >= atomic_load_explicit(&h->ids_high_water, memory_order_relaxed))
+        return SAL_EBADID;
+    return 0;
+}
+
+/* Header of the object an entry points at, or NULL if the location is not
+ * inside the data region (damage). */
+static sal_object_header *entry_header(sal_heap *h, uint64_t e)
+{
+    uint64_t off = sal_entry_loc(e) << 3;
+    if (off < h->data_offset ||
+        off + sizeof(sal_object_header) >
+            atomic_load_explicit(&h->file_bytes, memory_order_relaxed))
+        return NULL;
+    return (sal_object_header *)(h->base + off);
+}
+
+int sal_resolve(sal_heap *h, sal_id id, uint64_t *entry_out, sal_object_header **hdr_out)
+{
+    int err = id_check(h, id);
+    if (err)
+        return err;
+    uint64_t e = atomic_load_explicit(&h->table[sal_id_index(id)], memory_order_acquire);
+    if (sal_entry_rc(e) == 0)
+        return SAL_ESTALE;
+    sal_object_header *hdr = entry_header(h, e);
+    if (!hdr)
+        return SAL_ECORRUPT;
+    if (hdr->id != id)
+        return SAL_ESTALE;
+    *entry_out = e;
+    *hdr_out = hdr;
+    return 0;
+}
+
+int sal_read(sal_session *s, sal_id id, const void **ptr_out)
+{
+    if (__builtin_expect(!s || !ptr_out, 0))
+        return SAL_EINVAL;
+    if (__builtin_expect(!s->read_depth && !s->write_token, 0))
+        return SAL_ENOSECTION;
+    uint64_t e;
+    sal_object_header *hdr;
+    int err = sal_resolve(s->heap, id, &e, &hdr);
+    if (err)
+        return err;
+    *ptr_out = hdr + 1;
+    return 0;
+}
+
+int sal_info(sal_session *s, sal_id id, sal_object_info *out)
+{
+    if (!s || !out)
+        return SAL_EINVAL;
+    uint64_t e;
+    sal_object_header *hdr;
+    int err = sal_resolve(s->heap, id, &e, &hdr);
+    if (err)
+        return err;
+    out->size_bytes = hdr->size_bytes;
+    out->nrefs = hdr->nrefs;
+    out->type = hdr->type;
+    out->refcount = (uint32_t)sal_entry_rc(e);
+    out->committed = sal_object_committed(s->heap, sal_heap_offset(s->heap, hdr));
+    return 0;
+}
+
+int sal_retain_internal(sal_heap *h, sal_id id)
+{
+    uint64_t e;
+    sal_object_header *hdr;
+    int err = sal_resolve(h, id, &e, &hdr);
+    if (err)
+        return err;
+    _Atomic uint64_t *slot = &h->table[sal_id_index(id)];
+    for (;;) {
+        if (sal_entry_rc(e) == SAL_ENTRY_RC_MAX)
+            return 0; /* saturated: stays, recovery recounts */
+        if (atomic_compare_exchange_weak_explicit(slot, &e, e + SAL_ENTRY_RC_ONE,
+                                                  memory_order_acq_rel,
+                                                  memory_order_acquire))
+            return 0;
+        if (sal_entry_rc(e) == 0)
+            return SAL_ESTALE;
+        if (sal_entry_loc(e) != sal_heap_offset(h, hdr) >> 3 &&
+            (err = sal_resolve(h, id, &e, &hdr)))
+            return err;
+    }
+}
+
+/* Drop one count of an entry known to be live.  Returns 1 if it reached
+ * zero (the caller now owns the dying object), 0 if not, or an error. */
+static int entry_decrement(sal_heap *h, sal_id id, uint64_t *entry_out)
+{
+    uint64_t e;
+    sal_object_header *hdr;
+    int err = sal_resolve(h, id, &e, &hdr);
+    if (err)
+        return err;
+    *entry_out = e;
+    _Atomic uint64_t *slot = &h->table[sal_id_index(id)];
+    for (;;) {
+        uint64_t rc = sal_entry_rc(e);
+        if (rc == SAL_ENTRY_RC_MAX)
+            return 0;
+        if (rc == 0)
+            return SAL_ESTALE;
+        if (atomic_compare_exchange_weak_explicit(slot, &e, e - SAL_ENTRY_RC_ONE,
+                                                  memory_order_acq_rel,
+                                                  memory_order_acquire))
+            return rc == 1;
+        *entry_out = e;
+    }
+}
+
+/* Reclaim one dead object: its entry, its id, its bytes. */
+static void object_reclaim(sal_session *s, sal_id id, sal_object_header *hdr)
+{
+    sal_heap *h = s->heap;
+    uint64_t off = sal_heap_offset(h, hdr);
+    uint64_t span = sal_object_span(hdr->size_bytes);
+    int committed = sal_object_committed(h, off);
+    /* A free entry keeps the generation of the id that died. */
+    atomic_store_explicit(&h->table[sal_id_index(id)], sal_id_gen(id),
+                          memory_order_release);
+    sal_id_recycle(s, id, committed);
+    atomic_store_explicit(&s->live_objects,
+                          atomic_load_explicit(&s->live_objects, memory_order_relaxed) - 1,
+                          memory_order_relaxed);
+    atomic_store_explicit(&s->live_bytes,
+                          atomic_load_explicit(&s->live_bytes, memory_order_relaxed) - (int64_t)span,
+                          memory_order_relaxed);
+    sal_segment_free_bytes(h, sal_segment_of(h, off), span);
+}
+
+int sal_object_die(sal_session *s, sal_id id, uint64_t entry, int keep_children)
+{
+    sal_heap *h = s->heap;
+    int result = 0;
+    sal_object_header *hdr = entry_header(h, entry);
+    if (!hdr)
+        return SAL_ECORRUPT;
+    if (keep_children || hdr->nrefs == 0) {
+        object_reclaim(s, id, hdr);
+        return 0;
+    }
+    s->work.len = 0;
+    if (sal_id_vec_push(&s->work, id))
+        return SAL_ENOMEM;
+    while (s->work.len > 0) {
+        sal_id victim = s->work.ids[--s->work.len];
+        uint64_t e = atomic_load_explicit(&h->table[sal_id_index(victim)],
+                                          memory_order_acquire);
+        sal_object_header *vh = entry_header(h, e);
+        if (!vh) {
+            result = SAL_ECORRUPT;
+            continue;
+        }
+        const sal_id *child = (const sal_id *)(vh + 1);
+        for (unsigned i = 0; i < vh->nrefs; i++) {
+            if (child[i] == SAL_NULL_ID)
+                continue;
+            uint64_t ce;
+            int died = entry_decrement(h, child[i], &ce);
+            if (died == 1) {
+                if (sal_id_vec_push(&s->work, child[i]))
+                    result = SAL_ENOMEM; /* left for recovery to free */
+            } else if (died < 0) {
+                result = SAL_ECORRUPT; /* a dangling child id */
+            }
+        }
+        object_reclaim(s, victim, vh);
+    }
+    return result;
+}
+
+int sal_release_internal(sal_session *s, sal_id id)
+{
+    uint64_t e;
+    int died = entry_decrement(s->heap, id, &e);
+    if (died <= 0)
+        return died;
+    return sal_object_die(s, id, e, 0);
+}
+
+int sal_retain(sal_session *s, sal_id id)
+{
+    int err = sal_session_check(s);
+    if (err)
+        return err;
+    return sal_retain_internal(s->heap, id);
+}
+
+int sal_release(sal_session *s, sal_id id)
+{
+    int err = sal_session_check(s);
+    if (err)
+        return err;
+    return sal_release_internal(s, id);
+}

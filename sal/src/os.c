@@ -1,0 +1,269 @@
+/*
+ * os.c - every system call sal makes on its file and its mapping.
+ *
+ * Each wrapper returns 0 or a positive errno.  In builds with
+ * SAL_TEST_HOOKS, each passes through fault_check() first, so that tests
+ * can make a chosen operation fail (out of space, I/O error) at a chosen
+ * call without touching the real file system.
+ */
+#include "os.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdatomic.h>
+#include <sys/file.h>
+#include <sys/mman.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23
+#endif
+
+#if SAL_TEST_HOOKS
+typedef struct fault {
+    _Atomic int err;
+    _Atomic long after; /* calls still to succeed */
+    _Atomic long count; /* failures still to give; < 0: forever */
+} fault;
+static fault faults[SAL_OS_OP_COUNT];
+
+int sal_os_fault_set(sal_os_op op, int err, long after, long count)
+{
+    if ((unsigned)op >= SAL_OS_OP_COUNT || err < 0)
+        return EINVAL;
+    atomic_store(&faults[op].after, after);
+    atomic_store(&faults[op].count, count);
+    atomic_store(&faults[op].err, err);
+    return 0;
+}
+
+void sal_os_fault_clear_all(void)
+{
+    for (int i = 0; i < SAL_OS_OP_COUNT; i++)
+        atomic_store(&faults[i].err, 0);
+}
+
+static int fault_check(sal_os_op op)
+{
+    fault *f = &faults[op];
+    int err = atomic_load_explicit(&f->err, memory_order_relaxed);
+    if (err == 0)
+        return 0;
+    if (atomic_fetch_sub(&f->after, 1) > 0)
+        return 0;
+    long left = atomic_load(&f->count);
+    if (left == 0)
+        return 0;
+    if (left > 0)
+        atomic_fetch_sub(&f->count, 1);
+    return err;
+}
+#define FAULT(op)                                                          \
+    do {                                                                   \
+        int fault_err_ = fault_check(op);                                  \
+        if (fault_err_)                                                    \
+            return fault_err_;                                             \
+    } while (0)
+#else
+int sal_os_fault_set(sal_os_op op, int err, long after, long count)
+{
+    (void)op, (void)err, (void)after, (void)count;
+    return ENOSYS;
+}
+void sal_os_fault_clear_all(void) {}
+#define FAULT(op) ((void)0)
+#endif
+
+int sal_os_open(const char *path, int flags, unsigned mode, int *fd_out)
+{
+    FAULT(SAL_OS_OPEN);
+    int fd;
+    do
+        fd = open(path, flags | O_CLOEXEC, (mode_t)mode);
+    while (fd < 0 && errno == EINTR);
+    if (fd < 0)
+        return errno;
+    *fd_out = fd;
+    return 0;
+}
+
+int sal_os_close(int fd)
+{
+    return close(fd) == 0 ? 0 : errno;
+}
+
+int sal_os_file_size(int fd, uint64_t *size_out)
+{
+    struct stat st;
+    if (fstat(fd, &st) != 0)
+        return errno;
+    *size_out = (uint64_t)st.st_size;
+    return 0;
+}
+
+int sal_os_file_kind_ok(int fd)
+{
+    struct stat st;
+    if (fstat(fd, &st) != 0)
+        return errno;
+    if (S_ISDIR(st.st_mode))
+        return EISDIR;
+    if (!S_ISREG(st.st_mode))
+        return EINVAL;
+    return 0;
+}
+
+int sal_os_lock(int fd, int exclusive)
+{
+    int r;
+    do
+        r = flock(fd, (exclusive ? LOCK_EX : LOCK_SH) | LOCK_NB);
+    while (r != 0 && errno == EINTR);
+    return r == 0 ? 0 : errno;
+}
+
+int sal_os_fallocate(int fd, uint64_t offset, uint64_t length)
+{
+    FAULT(SAL_OS_FALLOCATE);
+    int r;
+    do
+        r = fallocate(fd, 0, (off_t)offset, (off_t)length);
+    while (r != 0 && errno == EINTR);
+    if (r == 0)
+        return 0;
+    if (errno != EOPNOTSUPP)
+        return errno;
+    /* A file system without fallocate: posix_fallocate writes zeros, which
+     * allocates the blocks all the same. */
+    return posix_fallocate(fd, (off_t)offset, (off_t)length);
+}
+
+int sal_os_ftruncate(int fd, uint64_t length)
+{
+    FAULT(SAL_OS_FTRUNCATE);
+    int r;
+    do
+        r = ftruncate(fd, (off_t)length);
+    while (r != 0 && errno == EINTR);
+    return r == 0 ? 0 : errno;
+}
+
+int sal_os_fsync(int fd)
+{
+    FAULT(SAL_OS_FSYNC);
+    return fsync(fd) == 0 ? 0 : errno;
+}
+
+int sal_os_pread(int fd, void *buf, size_t len, uint64_t offset)
+{
+    char *p = buf;
+    while (len > 0) {
+        ssize_t n = pread(fd, p, len, (off_t)offset);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return errno;
+        }
+        if (n == 0)
+            return EIO; /* short file: callers check sizes first */
+        p += n, len -= (size_t)n, offset += (uint64_t)n;
+    }
+    return 0;
+}
+
+int sal_os_pwrite(int fd, const void *buf, size_t len, uint64_t offset)
+{
+    const char *p = buf;
+    while (len > 0) {
+        ssize_t n = pwrite(fd, p, len, (off_t)offset);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return errno;
+        }
+        p += n, len -= (size_t)n, offset += (uint64_t)n;
+    }
+    return 0;
+}
+
+int sal_os_unlink(const char *path)
+{
+    return unlink(path) == 0 ? 0 : errno;
+}
+
+int sal_os_map_file(int fd, uint64_t length, int writable, void **addr_out)
+{
+    FAULT(SAL_OS_MMAP);
+    int prot = PROT_READ | (writable ? PROT_WRITE : 0);
+    void *p = mmap(NULL, (size_t)length, prot, MAP_SHARED | MAP_NORESERVE, fd, 0);
+    if (p == MAP_FAILED)
+        return errno;
+    *addr_out = p;
+    return 0;
+}
+
+int sal_os_unmap(void *addr, uint64_t length)
+{
+    return munmap(addr, (size_t)length) == 0 ? 0 : errno;
+}
+
+int sal_os_protect_readonly(void *addr, uint64_t length)
+{
+    FAULT(SAL_OS_MPROTECT);
+    return mprotect(addr, (size_t)length, PROT_READ) == 0 ? 0 : errno;
+}
+
+int sal_os_msync(void *addr, uint64_t length, int synchronous)
+{
+    FAULT(SAL_OS_MSYNC);
+    if (length == 0)
+        return 0;
+    return msync(addr, (size_t)length, synchronous ? MS_SYNC : MS_ASYNC) == 0
+               ? 0
+               : errno;
+}
+
+int sal_os_populate_write(void *addr, uint64_t length)
+{
+    FAULT(SAL_OS_MADVISE);
+    if (madvise(addr, (size_t)length, MADV_POPULATE_WRITE) == 0)
+        return 0;
+    if (errno != EINVAL)
+        return errno;
+    /* Kernels before 5.14 lack MADV_POPULATE_WRITE: touch every page.  The
+     * range was just allocated on disk, so the write cannot raise SIGBUS,
+     * and it holds zeros or dead objects, so rewriting a byte with itself
+     * changes nothing. */
+    volatile char *p = addr;
+    for (uint64_t off = 0; off < length; off += sal_os_page_size())
+        p[off] = p[off];
+    return 0;
+}
+
+int sal_os_advise_random(void *addr, uint64_t length)
+{
+    FAULT(SAL_OS_MADVISE);
+    return madvise(addr, (size_t)length, MADV_RANDOM) == 0 ? 0 : errno;
+}
+
+int sal_os_sync_file_range(int fd, uint64_t offset, uint64_t length)
+{
+    FAULT(SAL_OS_SYNC_FILE_RANGE);
+    return sync_file_range(fd, (off_t)offset, (off_t)length,
+                           SYNC_FILE_RANGE_WRITE) == 0
+               ? 0
+               : errno;
+}
+
+uint64_t sal_os_page_size(void)
+{
+    return (uint64_t)sysconf(_SC_PAGESIZE);
+}
+
+int sal_os_random(void *buf, size_t len)
+{
+    ssize_t n = getrandom(buf, len, 0);
+    return n == (ssize_t)len ? 0 : (n < 0 ? errno : EIO);
+}

@@ -1,0 +1,66 @@
+/*
+ * os.h - the one seam between sal and the operating system.
+ *
+ * Every call to mmap, munmap, mprotect, msync, madvise, mlock,
+ * sync_file_range, fallocate, ftruncate and flock in the library goes
+ * through os.c, and nowhere else.  That gives the tests one place to inject
+ * faults (sal_os_fault_set) and, later, to record durable flushes for the
+ * power-loss simulation.
+ *
+ * Every function returns 0 or a positive errno value; none sets errno for
+ * the caller to read.
+ */
+#ifndef SAL_OS_H
+#define SAL_OS_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+/* Operations that can be made to fail on purpose (test builds). */
+typedef enum sal_os_op {
+    SAL_OS_OPEN,
+    SAL_OS_MMAP,
+    SAL_OS_MPROTECT,
+    SAL_OS_MSYNC,
+    SAL_OS_MADVISE,
+    SAL_OS_FALLOCATE,
+    SAL_OS_FTRUNCATE,
+    SAL_OS_SYNC_FILE_RANGE,
+    SAL_OS_FSYNC,
+    SAL_OS_OP_COUNT
+} sal_os_op;
+
+/* Make the next `after` calls of `op` succeed and the ones after fail with
+ * `err` (a positive errno), `count` times (count < 0: forever).  err == 0
+ * clears the fault.  Compiled in only with SAL_TEST_HOOKS; otherwise it
+ * returns ENOSYS. */
+int sal_os_fault_set(sal_os_op op, int err, long after, long count);
+void sal_os_fault_clear_all(void);
+
+/* File */
+int sal_os_open(const char *path, int flags, unsigned mode, int *fd_out);
+int sal_os_close(int fd);
+int sal_os_file_size(int fd, uint64_t *size_out);
+int sal_os_file_kind_ok(int fd); /* 0 if a regular file, else EINVAL-ish */
+int sal_os_lock(int fd, int exclusive); /* EWOULDBLOCK when held */
+int sal_os_fallocate(int fd, uint64_t offset, uint64_t length);
+int sal_os_ftruncate(int fd, uint64_t length);
+int sal_os_fsync(int fd);
+int sal_os_pread(int fd, void *buf, size_t len, uint64_t offset);
+int sal_os_pwrite(int fd, const void *buf, size_t len, uint64_t offset);
+int sal_os_unlink(const char *path);
+
+/* Mapping */
+int sal_os_map_file(int fd, uint64_t length, int writable, void **addr_out);
+int sal_os_unmap(void *addr, uint64_t length);
+int sal_os_protect_readonly(void *addr, uint64_t length);
+int sal_os_msync(void *addr, uint64_t length, int synchronous);
+int sal_os_populate_write(void *addr, uint64_t length);
+int sal_os_advise_random(void *addr, uint64_t length);
+int sal_os_sync_file_range(int fd, uint64_t offset, uint64_t length);
+
+uint64_t sal_os_page_size(void);
+int sal_os_random(void *buf, size_t len);
+
+#endif

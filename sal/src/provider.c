@@ -1,0 +1,281 @@
+/*
+ * provider.c - segments: where arenas come from and where empty ones go.
+ *
+ * A background thread (the provider) keeps `ready_target` segments
+ * allocated on disk (fallocate) and pre-faulted (MADV_POPULATE_WRITE), so
+ * that a session whose arena runs out takes the next one without touching
+ * the file system.  When none is ready the session prepares one itself and
+ * the heap counts an alloc_wait.  A failure to allocate (ENOSPC) reaches the
+ * session that needed the segment as an error code; since every page is
+ * allocated before it is touched, a full disk never raises SIGBUS.
+ *
+ * Segment life:   UNUSED/FREE -> READY -> ACTIVE <-> PARTIAL
+ *                                          |
+ *                                        FULL -> PENDING -> FREE
+ *
+ * A FULL segment whose live bytes reach zero becomes PENDING, and FREE once
+ * (a) every section that was open when it emptied has ended (a reader may
+ * still be looking at it) and (b) if it held committed objects, a later
+ * commit has been written (crash rule 2).
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <time.h>
+
+#include "internal.h"
+#include "os.h"
+
+/* Choose a segment to prepare and allocate it on disk.  Called with
+ * seg_lock held, which serialises the growth of the file. */
+static int segment_pick_locked(sal_heap *h, uint64_t *seg_out)
+{
+    if (h->free_segs_len > 0) {
+        *seg_out = h->free_segs[--h->free_segs_len];
+        return 0;
+    }
+    if (h->segments_high_water >= h->segment_count)
+        return SAL_EFULL;
+    uint64_t seg = h->segments_high_water;
+    int err = sal_os_fallocate(h->fd, sal_segment_start(h, seg), h->segment_bytes);
+    if (err)
+        return err;
+    h->segments_high_water = seg + 1;
+    atomic_store(&h->file_bytes, sal_segment_start(h, seg + 1));
+    *seg_out = seg;
+    return 0;
+}
+
+static void segment_reset(sal_segment *g, int state)
+{
+    atomic_store(&g->live_bytes, 0);
+    atomic_store(&g->retired, 0);
+    atomic_store(&g->used_bytes, 0);
+    atomic_store(&g->protect_mark, 0);
+    atomic_store(&g->state, state);
+}
+
+/* Fault the segment's pages in now, in this thread, so that the session
+ * that bumps through it does not take the faults.  Failure is not fatal:
+ * the pages are allocated on disk, the session will fault them itself. */
+static void segment_prefault(sal_heap *h, uint64_t seg)
+{
+    (void)sal_os_populate_write(h->base + sal_segment_start(h, seg), h->segment_bytes);
+}
+
+static int pending_reusable(sal_heap *h, const sal_segment *g, uint64_t oldest)
+{
+    if (oldest != 0 && oldest <= g->pending_epoch)
+        return 0;
+    if (g->pending_commit && atomic_load(&h->commit_epoch) <= g->pending_commit)
+        return 0;
+    return 1;
+}
+
+static void reclaim_locked(sal_heap *h)
+{
+    if (h->pending_len == 0)
+        return;
+    uint64_t oldest = sal_oldest_section_epoch(h);
+    size_t kept = 0;
+    for (size_t i = 0; i < h->pending_len; i++) {
+        uint32_t seg = h->pending_segs[i];
+        sal_segment *g = &h->segments[seg];
+        if (pending_reusable(h, g, oldest)) {
+            segment_reset(g, SEG_FREE);
+            h->free_segs[h->free_segs_len++] = seg;
+        } else {
+            h->pending_segs[kept++] = seg;
+        }
+    }
+    h->pending_len = kept;
+}
+
+void sal_segments_reclaim(sal_heap *h)
+{
+    pthread_mutex_lock(&h->seg_lock);
+    reclaim_locked(h);
+    pthread_mutex_unlock(&h->seg_lock);
+}
+
+int sal_segment_take(sal_heap *h, uint64_t *seg_out, uint64_t *start_used)
+{
+    uint64_t seg;
+    int err = 0;
+    pthread_mutex_lock(&h->seg_lock);
+    if (h->partial_len > 0) {
+        seg = h->partial_segs[--h->partial_len];
+        atomic_store(&h->segments[seg].state, SEG_ACTIVE);
+        *start_used = atomic_load(&h->segments[seg].used_bytes);
+        pthread_mutex_unlock(&h->seg_lock);
+        *seg_out = seg;
+        return 0;
+    }
+    if (h->ready_len > 0) {
+        seg = h->ready_segs[--h->ready_len];
+        atomic_store(&h->segments[seg].state, SEG_ACTIVE);
+        pthread_cond_broadcast(&h->seg_cond); /* the provider refills */
+        pthread_mutex_unlock(&h->seg_lock);
+        *seg_out = seg;
+        *start_used = 0;
+        return 0;
+    }
+    /* Nothing ready: prepare one here. */
+    atomic_fetch_add(&h->alloc_waits, 1);
+    reclaim_locked(h);
+    err = segment_pick_locked(h, &seg);
+    if (!err)
+        segment_reset(&h->segments[seg], SEG_ACTIVE);
+    pthread_cond_broadcast(&h->seg_cond);
+    pthread_mutex_unlock(&h->seg_lock);
+    if (err)
+        return err;
+    segment_prefault(h, seg);
+    *seg_out = seg;
+    *start_used = 0;
+    return 0;
+}
+
+static void try_claim_empty(sal_heap *h, uint64_t seg)
+{
+    sal_segment *g = &h->segments[seg];
+    int expected = SEG_FULL;
+    if (!atomic_load(&g->retired) || atomic_load(&g->live_bytes) != 0 ||
+        !atomic_compare_exchange_strong(&g->state, &expected, SEG_PENDING))
+        return;
+    /* Tag with the epoch as it was when the segment emptied, and open a new
+     * epoch, so that sections that begin from now on do not hold it. */
+    g->pending_epoch = atomic_fetch_add(&h->section_epoch, 1);
+    g->pending_commit = atomic_load(&g->protect_mark) ? atomic_load(&h->commit_epoch) : 0;
+    pthread_mutex_lock(&h->seg_lock);
+    h->pending_segs[h->pending_len++] = (uint32_t)seg;
+    pthread_cond_broadcast(&h->seg_cond);
+    pthread_mutex_unlock(&h->seg_lock);
+}
+
+void sal_segment_release_arena(sal_heap *h, uint64_t seg, uint64_t used,
+                               int64_t allocated_bytes, int keep_partial)
+{
+    sal_segment *g = &h->segments[seg];
+    atomic_store(&g->used_bytes, used);
+    atomic_fetch_add(&g->live_bytes, allocated_bytes);
+    /* A closing session leaves its unfinished arena for the next one,
+     * unless too little is left to be worth it. */
+    if (keep_partial && h->segment_bytes - used >= (h->segment_bytes >> 4)) {
+        pthread_mutex_lock(&h->seg_lock);
+        atomic_store(&g->state, SEG_PARTIAL);
+        h->partial_segs[h->partial_len++] = (uint32_t)seg;
+        pthread_mutex_unlock(&h->seg_lock);
+        return;
+    }
+    atomic_store(&g->state, SEG_FULL);
+    atomic_store(&g->retired, 1);
+    try_claim_empty(h, seg);
+}
+
+void sal_segment_free_bytes(sal_heap *h, uint64_t seg, uint64_t bytes)
+{
+    sal_segment *g = &h->segments[seg];
+    if (atomic_fetch_sub(&g->live_bytes, (int64_t)bytes) == (int64_t)bytes)
+        try_claim_empty(h, seg);
+}
+
+int sal_table_ensure(sal_heap *h, uint64_t index)
+{
+    uint64_t need = (index + 1) * 8;
+    if (need <= atomic_load_explicit(&h->table_ready_bytes, memory_order_acquire))
+        return 0;
+    if (index >= h->max_objects)
+        return SAL_ENOIDS;
+    int err = 0;
+    pthread_mutex_lock(&h->table_lock);
+    uint64_t ready = atomic_load(&h->table_ready_bytes);
+    while (ready < need) {
+        uint64_t off = h->table_offset + ready;
+        if ((err = sal_os_fallocate(h->fd, off, SAL_TABLE_CHUNK_BYTES)))
+            break;
+        (void)sal_os_populate_write(h->base + off, SAL_TABLE_CHUNK_BYTES);
+        ready += SAL_TABLE_CHUNK_BYTES;
+        atomic_store_explicit(&h->table_ready_bytes, ready, memory_order_release);
+    }
+    pthread_mutex_unlock(&h->table_lock);
+    return err;
+}
+
+static void *provider_main(void *arg)
+{
+    sal_heap *h = arg;
+    pthread_mutex_lock(&h->seg_lock);
+    while (!h->provider_stop) {
+        reclaim_locked(h);
+        if (h->ready_len < h->ready_target && !h->provider_error) {
+            uint64_t seg;
+            int err = segment_pick_locked(h, &seg);
+            if (err) {
+                /* Out of space or full: sessions will get the error when
+                 * they need a segment; retry after a pause. */
+                h->provider_error = err;
+                continue;
+            }
+            segment_reset(&h->segments[seg], SEG_READY);
+            pthread_mutex_unlock(&h->seg_lock);
+            segment_prefault(h, seg);
+            pthread_mutex_lock(&h->seg_lock);
+            h->ready_segs[h->ready_len++] = (uint32_t)seg;
+            pthread_cond_broadcast(&h->seg_cond);
+            continue;
+        }
+        /* Keep the object table a chunk ahead of the ids in use. */
+        uint64_t hwm = atomic_load(&h->ids_high_water);
+        uint64_t ahead = hwm + SAL_TABLE_CHUNK_BYTES / 8;
+        if (ahead < h->max_objects &&
+            (ahead + 1) * 8 > atomic_load(&h->table_ready_bytes)) {
+            pthread_mutex_unlock(&h->seg_lock);
+            (void)sal_table_ensure(h, ahead);
+            pthread_mutex_lock(&h->seg_lock);
+            continue;
+        }
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += 20 * 1000000L;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&h->seg_cond, &h->seg_lock, &ts);
+        h->provider_error = 0;
+    }
+    pthread_mutex_unlock(&h->seg_lock);
+    return NULL;
+}
+
+int sal_provider_start(sal_heap *h)
+{
+    if (h->ready_target == 0)
+        return 0;
+    h->provider_stop = 0;
+    int err = pthread_create(&h->provider, NULL, provider_main, h);
+    if (err)
+        return err;
+    h->provider_running = 1;
+    return 0;
+}
+
+void sal_provider_stop(sal_heap *h)
+{
+    if (h->provider_running) {
+        pthread_mutex_lock(&h->seg_lock);
+        h->provider_stop = 1;
+        pthread_cond_broadcast(&h->seg_cond);
+        pthread_mutex_unlock(&h->seg_lock);
+        pthread_join(h->provider, NULL);
+        h->provider_running = 0;
+    }
+    /* Ready segments go back to the free pool: they hold nothing. */
+    pthread_mutex_lock(&h->seg_lock);
+    while (h->ready_len > 0) {
+        uint32_t seg = h->ready_segs[--h->ready_len];
+        segment_reset(&h->segments[seg], SEG_FREE);
+        h->free_segs[h->free_segs_len++] = seg;
+    }
+    pthread_mutex_unlock(&h->seg_lock);
+}

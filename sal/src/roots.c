@@ -1,0 +1,87 @@
+/* roots.c - the numbered roots: how versions are published and snapshots
+ * taken.
+ *
+ * The live roots are an array of atomic ids in memory; commits copy them
+ * into the commit slot.  Getting a root retains it inside a short internal
+ * section, so that the id read from the root cannot be freed and its slot
+ * reused before the retain lands: if a writer replaced and released it in
+ * between, the retain sees a dead or newer entry and the get tries again. */
+#include "internal.h"
+
+static int root_check(sal_session *s, unsigned root)
+{
+    int err = sal_session_check(s);
+    if (err)
+        return err;
+    return root < SAL_ROOT_COUNT ? 0 : SAL_EINVAL;
+}
+
+int sal_root_get(sal_session *s, unsigned root, sal_id *id_out)
+{
+    int err = root_check(s, root);
+    if (err)
+        return err;
+    if (!id_out)
+        return SAL_EINVAL;
+    sal_heap *h = s->heap;
+    int entered = !s->read_depth && !s->write_token;
+    if (entered)
+        sal_section_enter(s->section, h);
+    sal_id id;
+    for (;;) {
+        id = atomic_load(&h->roots[root]);
+        if (id == SAL_NULL_ID)
+            break;
+        err = sal_retain_internal(h, id);
+        if (err == 0)
+            break;
+        if (atomic_load(&h->roots[root]) == id) {
+            /* The root still names an object that cannot be retained. */
+            id = SAL_NULL_ID;
+            break;
+        }
+        err = 0; /* replaced meanwhile: read it again */
+    }
+    if (entered)
+        sal_section_leave(s->section);
+    *id_out = id;
+    return err;
+}
+
+static int root_value_check(sal_session *s, sal_id id)
+{
+    if (id == SAL_NULL_ID)
+        return 0;
+    if (s->kind != SAL_KIND_WRITER && s->heap->readonly)
+        return SAL_EREADONLY;
+    uint64_t e;
+    sal_object_header *hdr;
+    return sal_resolve(s->heap, id, &e, &hdr);
+}
+
+int sal_root_set(sal_session *s, unsigned root, sal_id id)
+{
+    int err = root_check(s, root);
+    if (err)
+        return err;
+    if (s->heap->readonly)
+        return SAL_EREADONLY;
+    if ((err = root_value_check(s, id)))
+        return err;
+    sal_id old = atomic_exchange(&s->heap->roots[root], id);
+    return old != SAL_NULL_ID ? sal_release_internal(s, old) : 0;
+}
+
+int sal_root_cas(sal_session *s, unsigned root, sal_id expected, sal_id desired)
+{
+    int err = root_check(s, root);
+    if (err)
+        return err;
+    if (s->heap->readonly)
+        return SAL_EREADONLY;
+    if ((err = root_value_check(s, desired)))
+        return err;
+    if (!atomic_compare_exchange_strong(&s->heap->roots[root], &expected, desired))
+        return SAL_ECONFLICT;
+    return expected != SAL_NULL_ID ? sal_release_internal(s, expected) : 0;
+}

@@ -1,0 +1,251 @@
+/*
+ * session.c - sessions, readers, and read/write sections.
+ *
+ * Slots: 64 allocating sessions and SAL_MAX_READERS readers, each claimed
+ * with a compare-and-swap on a bitmap, so that open and close never take a
+ * lock and a closed slot is reused at once.
+ *
+ * Sections are epochs.  Entering one publishes the current section epoch in
+ * the thread's slot; leaving clears it.  Memory that became unreachable at
+ * epoch E is reused only when every slot is empty or newer than E
+ * (provider.c), so a pointer taken inside a section stays readable until
+ * the section ends.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+int sal_id_vec_push(sal_id_vec *v, sal_id id)
+{
+    if (v->len == v->cap) {
+        size_t cap = v->cap ? v->cap * 2 : 256;
+        sal_id *p = realloc(v->ids, cap * sizeof *p);
+        if (!p)
+            return SAL_ENOMEM;
+        v->ids = p;
+        v->cap = cap;
+    }
+    v->ids[v->len++] = id;
+    return 0;
+}
+
+void sal_id_vec_free(sal_id_vec *v)
+{
+    free(v->ids);
+    v->ids = NULL;
+    v->len = v->cap = 0;
+}
+
+void sal_section_enter(sal_section_slot *slot, sal_heap *h)
+{
+    /* seq_cst store: the slot is visible before any read this section
+     * makes (see the argument in provider.c). */
+    atomic_store(&slot->epoch, atomic_load(&h->section_epoch));
+}
+
+void sal_section_leave(sal_section_slot *slot)
+{
+    atomic_store_explicit(&slot->epoch, 0, memory_order_release);
+}
+
+uint64_t sal_oldest_section_epoch(sal_heap *h)
+{
+    uint64_t oldest = 0;
+    for (unsigned i = 0; i < SAL_SECTION_SLOTS; i++) {
+        uint64_t e = atomic_load(&h->slots[i].epoch);
+        if (e && (oldest == 0 || e < oldest))
+            oldest = e;
+    }
+    return oldest;
+}
+
+static int claim_bit(_Atomic uint64_t *mask, unsigned *bit_out)
+{
+    uint64_t m = atomic_load(mask);
+    while (~m) {
+        unsigned bit = (unsigned)__builtin_ctzll(~m);
+        if (atomic_compare_exchange_weak(mask, &m, m | (1ull << bit))) {
+            *bit_out = bit;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+static sal_session *session_new(sal_heap *h, sal_session_kind kind, unsigned slot)
+{
+    sal_session *s = aligned_alloc(SAL_CACHE_LINE,
+                                   sal_round_up(sizeof *s, SAL_CACHE_LINE));
+    if (!s)
+        return NULL;
+    memset(s, 0, sizeof *s);
+    s->heap = h;
+    s->kind = kind;
+    s->slot = slot;
+    s->arena_segment = -1;
+    s->owner = pthread_self();
+    s->section = &h->slots[kind == SAL_KIND_WRITER ? slot : SAL_MAX_SESSIONS + slot];
+    s->birth_epoch = (uint32_t)atomic_load(&h->commit_epoch);
+    s->free_cap = SAL_ID_LOCAL_MAX;
+    s->free_ids = malloc(s->free_cap * sizeof *s->free_ids);
+    if (!s->free_ids) {
+        free(s);
+        return NULL;
+    }
+    pthread_mutex_lock(&h->sessions_lock);
+    h->open_sessions[kind == SAL_KIND_WRITER ? slot : SAL_MAX_SESSIONS + slot] = s;
+    pthread_mutex_unlock(&h->sessions_lock);
+    return s;
+}
+
+int sal_session_open(sal_heap *h, sal_session **out)
+{
+    if (!out)
+        return SAL_EINVAL;
+    *out = NULL;
+    if (!h)
+        return SAL_EINVAL;
+    if (h->readonly)
+        return SAL_EREADONLY;
+    unsigned slot;
+    if (!claim_bit(&h->writer_mask, &slot))
+        return SAL_ESESSIONS;
+    sal_session *s = session_new(h, SAL_KIND_WRITER, slot);
+    if (!s) {
+        atomic_fetch_and(&h->writer_mask, ~(1ull << slot));
+        return SAL_ENOMEM;
+    }
+    atomic_fetch_add(&h->sessions_open, 1);
+    *out = s;
+    return 0;
+}
+
+int sal_reader_open(sal_heap *h, sal_session **out)
+{
+    if (!out)
+        return SAL_EINVAL;
+    *out = NULL;
+    if (!h)
+        return SAL_EINVAL;
+    for (unsigned w = 0; w < SAL_MAX_READERS / 64; w++) {
+        unsigned bit;
+        if (claim_bit(&h->reader_mask[w], &bit)) {
+            sal_session *s = session_new(h, SAL_KIND_READER, w * 64 + bit);
+            if (!s) {
+                atomic_fetch_and(&h->reader_mask[w], ~(1ull << bit));
+                return SAL_ENOMEM;
+            }
+            atomic_fetch_add(&h->readers_open, 1);
+            *out = s;
+            return 0;
+        }
+    }
+    return SAL_EREADERS;
+}
+
+/* Debug builds check that a session stays on its thread. */
+int sal_session_check(sal_session *s)
+{
+    if (!s)
+        return SAL_EINVAL;
+#ifndef NDEBUG
+    if (!pthread_equal(s->owner, pthread_self()))
+        return SAL_EWRONGTHREAD;
+#endif
+    return 0;
+}
+
+int sal_session_close(sal_session *s)
+{
+    int err = sal_session_check(s);
+    if (err)
+        return err;
+    if (s->read_depth || s->write_token)
+        return SAL_EBUSY;
+    sal_heap *h = s->heap;
+    if (s->arena_segment >= 0) {
+        sal_segment_release_arena(h, (uint64_t)s->arena_segment,
+                                  (uint64_t)(s->bump - (h->base + sal_segment_start(h, (uint64_t)s->arena_segment))),
+                                  s->bump - s->arena_start, 1);
+        s->arena_segment = -1;
+    }
+    sal_session_flush_ids(s);
+    pthread_mutex_lock(&h->sessions_lock);
+    atomic_fetch_add(&h->closed_live_objects, atomic_load(&s->live_objects));
+    atomic_fetch_add(&h->closed_live_bytes, atomic_load(&s->live_bytes));
+    h->open_sessions[s->kind == SAL_KIND_WRITER ? s->slot : SAL_MAX_SESSIONS + s->slot] = NULL;
+    pthread_mutex_unlock(&h->sessions_lock);
+    /* Committed ids freed by this session become reusable at the next
+     * commit; until commits can happen while the heap is open they are
+     * simply left free in the table, where the next open finds them. */
+    sal_id_vec_free(&s->pending_ids);
+    sal_id_vec_free(&s->work);
+    free(s->free_ids);
+    if (s->kind == SAL_KIND_WRITER) {
+        atomic_fetch_and(&h->writer_mask, ~(1ull << s->slot));
+        atomic_fetch_sub(&h->sessions_open, 1);
+    } else {
+        atomic_fetch_and(&h->reader_mask[s->slot / 64], ~(1ull << (s->slot % 64)));
+        atomic_fetch_sub(&h->readers_open, 1);
+    }
+    free(s);
+    return 0;
+}
+
+int sal_read_begin(sal_session *s)
+{
+    int err = sal_session_check(s);
+    if (err)
+        return err;
+    if (s->read_depth++ == 0 && !s->write_token)
+        sal_section_enter(s->section, s->heap);
+    return 0;
+}
+
+int sal_read_end(sal_session *s)
+{
+    int err = sal_session_check(s);
+    if (err)
+        return err;
+    if (s->read_depth == 0)
+        return SAL_ENOSECTION;
+    if (--s->read_depth == 0 && !s->write_token)
+        sal_section_leave(s->section);
+    return 0;
+}
+
+int sal_write_begin(sal_session *s)
+{
+    int err = sal_session_check(s);
+    if (err)
+        return err;
+    if (s->kind != SAL_KIND_WRITER)
+        return SAL_EREADONLY;
+    if (s->write_token)
+        return SAL_EBUSY;
+    /* A token no other section has: objects sealed with it are the ones
+     * this section may write in place. */
+    uint32_t token;
+    do
+        token = atomic_fetch_add(&s->heap->write_token_next, 1);
+    while (token == 0);
+    if (s->read_depth == 0)
+        sal_section_enter(s->section, s->heap);
+    s->write_token = token;
+    s->birth_epoch = (uint32_t)atomic_load(&s->heap->commit_epoch);
+    return 0;
+}
+
+int sal_write_end(sal_session *s)
+{
+    int err = sal_session_check(s);
+    if (err)
+        return err;
+    if (!s->write_token)
+        return SAL_ENOSECTION;
+    s->write_token = 0;
+    if (s->read_depth == 0)
+        sal_section_leave(s->section);
+    return 0;
+}
