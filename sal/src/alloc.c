@@ -73,8 +73,9 @@ int sal_ids_refill(sal_session *s)
     size_t n = h->free_ids.len < SAL_ID_BATCH ? h->free_ids.len : SAL_ID_BATCH;
     if (n > s->free_cap - s->free_len)
         n = s->free_cap - s->free_len;
-    memcpy(s->free_ids + s->free_len, h->free_ids.ids + h->free_ids.len - n,
-           n * sizeof(sal_id));
+    if (n)
+        memcpy(s->free_ids + s->free_len, h->free_ids.ids + h->free_ids.len - n,
+               n * sizeof(sal_id));
     h->free_ids.len -= n;
     pthread_mutex_unlock(&h->free_ids_lock);
     s->free_len += (uint32_t)n;

@@ -57,6 +57,7 @@ int sal_os_unmap(void *addr, uint64_t length);
 int sal_os_protect_readonly(void *addr, uint64_t length);
 int sal_os_msync(void *addr, uint64_t length, int synchronous);
 int sal_os_populate_write(void *addr, uint64_t length);
+
 int sal_os_advise_random(void *addr, uint64_t length);
 int sal_os_sync_file_range(int fd, uint64_t offset, uint64_t length);
 
