@@ -126,8 +126,8 @@ typedef uint64_t sal_id;
 #define SAL_MAX_SEGMENT_BYTES (1ull << 30)
 /* The object table is indexed by 32 bits, and index 0 is the null id. */
 #define SAL_MAX_OBJECTS_LIMIT ((1ull << 32) - 1)
-/* Addresses are stored in units of 8 bytes in 39 bits: 4 TiB. */
-#define SAL_MAX_RESERVE_BYTES (1ull << 42)
+/* Addresses are stored in units of 8 bytes in 38 bits: 2 TiB. */
+#define SAL_MAX_RESERVE_BYTES (1ull << 41)
 
 /* ------------------------------------------------------------------------
  * Error codes
@@ -181,7 +181,10 @@ typedef struct sal_session sal_session;
 /* Flags for sal_options.flags. */
 #define SAL_OPEN_READONLY 0x1u /* map read-only; no sessions, readers only.
                                   Works on a heap that was not closed
-                                  cleanly and shows its last commit. */
+                                  cleanly.  Nothing can change or die in a
+                                  read-only heap, so sal_retain() and
+                                  sal_release() only check the id there and
+                                  root ids come back unretained. */
 
 typedef struct sal_options {
     /* At create: the largest size the heap file may reach, which is also
@@ -366,13 +369,16 @@ SAL_API int sal_set_child(sal_session *session, sal_id parent, unsigned slot,
  * Release it when you are done.  Lock-free; safe against concurrent sets. */
 SAL_API int sal_root_get(sal_session *session, unsigned root, sal_id *id_out);
 
-/* Publish `id` as root `root`.  Your reference to `id` passes to the root
- * (retain first if you want to keep using it); the root's previous object
- * is released.  `id` may be SAL_NULL_ID to empty the root. */
+/* Publish `id` as root `root`.  Needs a write section (SAL_ENOSECTION) of
+ * an allocating session (SAL_EREADONLY for a reader).  Your reference to
+ * `id` passes to the root (retain first if you want to keep using it); the
+ * root's previous object is released.  `id` may be SAL_NULL_ID to empty
+ * the root. */
 SAL_API int sal_root_set(sal_session *session, unsigned root, sal_id id);
 
 /* Publish `desired` only if root `root` is `expected`: otherwise
  * SAL_ECONFLICT and nothing changes (you keep your reference to desired).
+ * Needs a write section, like sal_root_set().
  * On success your reference to `desired` passes to the root and the
  * root's reference to `expected` is released. */
 SAL_API int sal_root_cas(sal_session *session, unsigned root, sal_id expected,

@@ -36,7 +36,7 @@ int sal_superblock_check(const sal_superblock *sb, uint64_t file_bytes)
     if (sb->reserve_bytes > SAL_MAX_RESERVE_BYTES || sb->max_objects < 2 ||
         sb->max_objects > SAL_MAX_OBJECTS_LIMIT + 1)
         return SAL_ECORRUPT;
-    /* Bound every field by the reservation (at most 2^42) first, so that
+    /* Bound every field by the reservation (at most 2^41) first, so that
      * the sums below cannot overflow. */
     uint64_t r = sb->reserve_bytes;
     if (sb->segtab_bytes >= r || sb->table_offset >= r || sb->table_bytes >= r ||

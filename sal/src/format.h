@@ -108,16 +108,23 @@ _Static_assert(sizeof(sal_object_header) == 24, "object header layout");
 /*
  * Object table entry (8 bytes, changed only with atomic operations):
  *
- *   bits  0..38  location: file offset of the object header / 8
- *   bit   39     accessed (reserved for hot/cold placement)
- *   bits 40..63  reference count, 24 bits, saturating
+ *   bits  0..37  location: file offset of the object header / 8
+ *   bit   38     accessed (reserved for hot/cold placement)
+ *   bit   39     free: the entry names no object
+ *   bits 40..63  live entry: reference count, 24 bits, saturating
+ *                free entry: generation of the id that last used it
  *
- * A count of 0 means the id names no object.  A free entry keeps, in bits
- * 0..23, the generation of the id that last used it, so that the next id
- * given out for the slot has a new generation even across a reopen.
+ * A live entry has the free bit clear and a nonzero count.  A count that
+ * drops to zero leaves a dying entry for the instant it takes to reclaim
+ * it.  A free entry keeps the location of the object that died there, so
+ * that recovery after a killed process still finds an object that the last
+ * commit references but that was released after it (crash rule 2 keeps its
+ * bytes), and keeps the generation, so that the next id given for the entry
+ * is new even across a reopen.  A never-used entry is all zero.
  */
-#define SAL_ENTRY_LOC_MASK ((1ull << 39) - 1)
-#define SAL_ENTRY_ACCESSED (1ull << 39)
+#define SAL_ENTRY_LOC_MASK ((1ull << 38) - 1)
+#define SAL_ENTRY_ACCESSED (1ull << 38)
+#define SAL_ENTRY_FREE (1ull << 39)
 #define SAL_ENTRY_RC_SHIFT 40
 #define SAL_ENTRY_RC_ONE (1ull << SAL_ENTRY_RC_SHIFT)
 #define SAL_ENTRY_RC_MAX 0xFFFFFFull
@@ -125,8 +132,16 @@ _Static_assert(sizeof(sal_object_header) == 24, "object header layout");
 #define SAL_ID_GEN_SHIFT 32
 #define SAL_ID_GEN_MASK 0xFFFFFFull
 
-static inline uint64_t sal_entry_rc(uint64_t e) { return e >> SAL_ENTRY_RC_SHIFT; }
+/* The count of a live entry; 0 for a free, dying or never-used one. */
+static inline uint64_t sal_entry_rc(uint64_t e)
+{
+    return (e & SAL_ENTRY_FREE) ? 0 : e >> SAL_ENTRY_RC_SHIFT;
+}
 static inline uint64_t sal_entry_loc(uint64_t e) { return e & SAL_ENTRY_LOC_MASK; }
+static inline uint64_t sal_entry_make_free(uint64_t loc, uint32_t gen)
+{
+    return loc | SAL_ENTRY_FREE | ((uint64_t)(gen & SAL_ID_GEN_MASK) << SAL_ENTRY_RC_SHIFT);
+}
 static inline uint32_t sal_id_index(sal_id id) { return (uint32_t)(id & SAL_ID_INDEX_MASK); }
 static inline uint32_t sal_id_gen(sal_id id)
 {
@@ -135,6 +150,13 @@ static inline uint32_t sal_id_gen(sal_id id)
 static inline sal_id sal_id_make(uint32_t index, uint32_t gen)
 {
     return (sal_id)index | ((sal_id)(gen & SAL_ID_GEN_MASK) << SAL_ID_GEN_SHIFT);
+}
+/* The id to hand out next for table entry `index` holding `e` (not live). */
+static inline sal_id sal_entry_next_id(uint32_t index, uint64_t e)
+{
+    if (!(e & SAL_ENTRY_FREE))
+        return sal_id_make(index, 0);
+    return sal_id_make(index, (uint32_t)(e >> SAL_ENTRY_RC_SHIFT) + 1);
 }
 static inline uint64_t sal_object_span(uint64_t size_bytes)
 {

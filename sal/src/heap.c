@@ -230,8 +230,7 @@ static int load_state(sal_heap *h, const sal_segment_record *rec)
     for (uint64_t i = 1; i < hwm; i++) {
         uint64_t e = atomic_load_explicit(&h->table[i], memory_order_relaxed);
         if (sal_entry_rc(e) == 0) {
-            sal_id old = sal_id_make((uint32_t)i, (uint32_t)(e & SAL_ID_GEN_MASK));
-            if (sal_id_vec_push(&h->free_ids, old))
+            if (sal_id_vec_push(&h->free_ids, sal_entry_next_id((uint32_t)i, e)))
                 return SAL_ENOMEM;
         } else {
             live++;

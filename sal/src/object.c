@@ -148,8 +148,8 @@ static void object_reclaim(sal_session *s, sal_id id, sal_object_header *hdr)
     uint64_t off = sal_heap_offset(h, hdr);
     uint64_t span = sal_object_span(hdr->size_bytes);
     int committed = sal_object_committed(h, off);
-    /* A free entry keeps the generation of the id that died. */
-    atomic_store_explicit(&h->table[sal_id_index(id)], sal_id_gen(id),
+    atomic_store_explicit(&h->table[sal_id_index(id)],
+                          sal_entry_make_free(off >> 3, sal_id_gen(id)),
                           memory_order_release);
     sal_id_recycle(s, id, committed);
     atomic_store_explicit(&s->live_objects,
@@ -211,11 +211,22 @@ int sal_release_internal(sal_session *s, sal_id id)
     return sal_object_die(s, id, e, 0);
 }
 
+/* A read-only heap is mapped read-only and nothing in it can die, so
+ * retain and release only check the id there. */
+static int readonly_check(sal_heap *h, sal_id id)
+{
+    uint64_t e;
+    sal_object_header *hdr;
+    return sal_resolve(h, id, &e, &hdr);
+}
+
 int sal_retain(sal_session *s, sal_id id)
 {
     int err = sal_session_check(s);
     if (err)
         return err;
+    if (s->heap->readonly)
+        return readonly_check(s->heap, id);
     return sal_retain_internal(s->heap, id);
 }
 
@@ -224,5 +235,7 @@ int sal_release(sal_session *s, sal_id id)
     int err = sal_session_check(s);
     if (err)
         return err;
+    if (s->heap->readonly)
+        return readonly_check(s->heap, id);
     return sal_release_internal(s, id);
 }

@@ -30,8 +30,8 @@ int sal_root_get(sal_session *s, unsigned root, sal_id *id_out)
     sal_id id;
     for (;;) {
         id = atomic_load(&h->roots[root]);
-        if (id == SAL_NULL_ID)
-            break;
+        if (id == SAL_NULL_ID || h->readonly)
+            break; /* nothing changes in a read-only heap: no count needed */
         err = sal_retain_internal(h, id);
         if (err == 0)
             break;
@@ -52,20 +52,29 @@ static int root_value_check(sal_session *s, sal_id id)
 {
     if (id == SAL_NULL_ID)
         return 0;
-    if (s->kind != SAL_KIND_WRITER && s->heap->readonly)
-        return SAL_EREADONLY;
     uint64_t e;
     sal_object_header *hdr;
     return sal_resolve(s->heap, id, &e, &hdr);
 }
 
-int sal_root_set(sal_session *s, unsigned root, sal_id id)
+/* Publishing is a write: it needs a write section, so that a commit's cut,
+ * which waits for write sections, sees every root either before or after
+ * a set, never in between. */
+static int publish_check(sal_session *s, unsigned root)
 {
     int err = root_check(s, root);
     if (err)
         return err;
-    if (s->heap->readonly)
+    if (s->heap->readonly || s->kind != SAL_KIND_WRITER)
         return SAL_EREADONLY;
+    return s->write_token ? 0 : SAL_ENOSECTION;
+}
+
+int sal_root_set(sal_session *s, unsigned root, sal_id id)
+{
+    int err = publish_check(s, root);
+    if (err)
+        return err;
     if ((err = root_value_check(s, id)))
         return err;
     sal_id old = atomic_exchange(&s->heap->roots[root], id);
@@ -74,11 +83,9 @@ int sal_root_set(sal_session *s, unsigned root, sal_id id)
 
 int sal_root_cas(sal_session *s, unsigned root, sal_id expected, sal_id desired)
 {
-    int err = root_check(s, root);
+    int err = publish_check(s, root);
     if (err)
         return err;
-    if (s->heap->readonly)
-        return SAL_EREADONLY;
     if ((err = root_value_check(s, desired)))
         return err;
     if (!atomic_compare_exchange_strong(&s->heap->roots[root], &expected, desired))
