@@ -385,6 +385,35 @@ SAL_API int sal_root_cas(sal_session *session, unsigned root, sal_id expected,
                          sal_id desired);
 
 /* ------------------------------------------------------------------------
+ * Commits
+ * ------------------------------------------------------------------------ */
+
+/* Sync modes, from cheapest to safest. */
+#define SAL_SYNC_PROTECT 0 /* commit and make the committed memory read-only:
+                              survives a killed process (the page cache
+                              survives), not a power loss */
+#define SAL_SYNC_ASYNC 1   /* also start writing the new data to disk
+                              (sync_file_range); durable soon, not yet */
+#define SAL_SYNC_DURABLE 2 /* data flushed, then the commit slot, then the
+                              slot flushed: survives a power loss */
+
+/* Commit a snapshot: the roots as they are now and every object reachable
+ * from them.  Safe from any thread while other sessions allocate and
+ * write: it waits for the write sections open when it starts to end,
+ * holds new ones back for the moment it takes to mark what is committed
+ * (a walk over the segments), then lets them go and flushes by `mode`
+ * while they run.  After it returns, every committed object is immutable
+ * (writes go to copies) and its pages are read-only: a write through an
+ * old pointer faults.  A sync writes only what changed since the last
+ * one: the new objects' bytes, back to back, and a few metadata pages.
+ *
+ * The calling thread must not be inside a write section (SAL_EBUSY).
+ * Errors: SAL_EREADONLY, SAL_EINVAL (mode), or the errno of a failed
+ * mprotect/msync/sync_file_range; the previous commit stays intact and the
+ * next sync flushes what this one could not. */
+SAL_API int sal_sync(sal_heap *heap, int mode);
+
+/* ------------------------------------------------------------------------
  * Statistics
  * ------------------------------------------------------------------------ */
 

@@ -56,6 +56,11 @@ void sal_id_recycle(sal_session *s, sal_id id, int committed)
 {
     sal_id next = sal_id_make(sal_id_index(id), sal_id_gen(id) + 1);
     if (committed) {
+        /* Batched per cut: a batch goes to the heap when the cut changes. */
+        uint64_t cut = atomic_load_explicit(&s->heap->cut_epoch, memory_order_acquire);
+        if (s->pending_ids.len > 0 && s->pending_cut != cut)
+            sal_pending_ids_handover(s);
+        s->pending_cut = cut;
         /* On ENOMEM the id is only lost until the next open. */
         (void)sal_id_vec_push(&s->pending_ids, next);
         return;
@@ -68,6 +73,7 @@ void sal_id_recycle(sal_session *s, sal_id id, int committed)
 int sal_ids_refill(sal_session *s)
 {
     sal_heap *h = s->heap;
+    sal_pending_ids_handover(s);
     /* Reuse before growing, so that the highest id stays bounded. */
     pthread_mutex_lock(&h->free_ids_lock);
     size_t n = h->free_ids.len < SAL_ID_BATCH ? h->free_ids.len : SAL_ID_BATCH;
@@ -110,8 +116,9 @@ int sal_alloc_slow(sal_session *s, uint64_t span)
         uint64_t seg = (uint64_t)s->arena_segment;
         char *start = h->base + sal_segment_start(h, seg);
         sal_segment_release_arena(h, seg, (uint64_t)(s->bump - start),
-                                  s->bump - s->arena_start, 0);
+                                  (s->bump - s->arena_start) - s->arena_skipped, 0);
         s->arena_segment = -1;
+        s->arena_skipped = 0;
         s->bump = s->arena_end = s->arena_start = NULL;
     }
     uint64_t seg, used;

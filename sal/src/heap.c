@@ -176,6 +176,11 @@ static void heap_free(sal_heap *h)
     pthread_mutex_destroy(&h->free_ids_lock);
     pthread_mutex_destroy(&h->seg_lock);
     pthread_mutex_destroy(&h->sessions_lock);
+    pthread_mutex_destroy(&h->sync_lock);
+    pthread_mutex_destroy(&h->cut_lock);
+    pthread_cond_destroy(&h->cut_cond);
+    pthread_mutex_destroy(&h->pending_lock);
+    free(h->pending_ids);
     pthread_cond_destroy(&h->seg_cond);
     free(h);
 }
@@ -205,7 +210,9 @@ static int load_state(sal_heap *h, const sal_segment_record *rec)
             atomic_store(&g->retired, 1);
             atomic_store(&g->live_bytes, (int64_t)rec[i].live_bytes);
             atomic_store(&g->used_bytes, rec[i].used_bytes);
-            atomic_store(&g->protect_mark, rec[i].used_bytes);
+            /* Committed and finished: nobody bumps it again. */
+            atomic_store(&g->protect_mark, h->segment_bytes);
+            g->durable_mark = h->segment_bytes;
             h->opened_live_bytes += (int64_t)rec[i].live_bytes;
         } else {
             atomic_store(&g->state, SEG_FREE);
@@ -220,6 +227,8 @@ static int load_state(sal_heap *h, const sal_segment_record *rec)
     atomic_store(&h->section_epoch, 1);
     atomic_store(&h->write_token_next, 1);
     atomic_store(&h->commit_epoch, h->committed.epoch);
+    atomic_store(&h->durable_epoch, h->committed.epoch);
+    atomic_store(&h->cut_epoch, h->committed.epoch);
 
     /* Free ids: every entry below the high-water mark with a zero count.
      * The table pages below the high-water mark exist in the file (they
@@ -265,6 +274,10 @@ static int heap_open_fd(int fd, const sal_options *opt, int writable,
     pthread_mutex_init(&h->free_ids_lock, NULL);
     pthread_mutex_init(&h->seg_lock, NULL);
     pthread_mutex_init(&h->sessions_lock, NULL);
+    pthread_mutex_init(&h->sync_lock, NULL);
+    pthread_mutex_init(&h->cut_lock, NULL);
+    pthread_cond_init(&h->cut_cond, NULL);
+    pthread_mutex_init(&h->pending_lock, NULL);
     pthread_cond_init(&h->seg_cond, NULL);
     h->sb = sb;
     h->committed = slot;
@@ -295,10 +308,17 @@ static int heap_open_fd(int fd, const sal_options *opt, int writable,
         goto fail;
     free(rec);
     rec = NULL;
+    /* Committed segments are read-only in the mapping, so that a stray
+     * write through an old pointer faults instead of changing history. */
+    for (uint64_t i = 0; writable && i < h->segments_high_water; i++)
+        if (atomic_load(&h->segments[i].state) == SEG_FULL &&
+            (err = sal_os_protect_readonly(h->base + sal_segment_start(h, i),
+                                           h->segment_bytes)))
+            goto fail;
 
     if (writable) {
         /* From here on the file says "open": a crash leaves it unclean. */
-        if ((err = sal_commit_write(h, 0)))
+        if ((err = sal_commit(h, SAL_SYNC_DURABLE, 0)))
             goto fail;
         if ((err = sal_provider_start(h)))
             goto fail;
@@ -399,59 +419,6 @@ fail:
     return err;
 }
 
-/* Write the other commit slot from the in-memory state: flush the data it
- * vouches for first, the slot after.  clean = 1 only at close. */
-int sal_commit_write(sal_heap *h, int clean)
-{
-    sal_commit_slot s;
-    memset(&s, 0, sizeof s);
-    memcpy(s.magic, SAL_SLOT_MAGIC, 8);
-    s.epoch = h->committed.epoch + 1;
-    s.time_unix_ns = now_unix_ns();
-    s.heap_uid[0] = h->sb.heap_uid[0];
-    s.heap_uid[1] = h->sb.heap_uid[1];
-    s.clean = (uint32_t)clean;
-    s.ids_high_water = atomic_load(&h->ids_high_water);
-    s.segments_high_water = h->segments_high_water;
-    s.file_bytes = atomic_load(&h->file_bytes);
-    s.live_objects = (uint64_t)(h->opened_live_objects +
-                                atomic_load(&h->closed_live_objects));
-    for (unsigned r = 0; r < SAL_ROOT_COUNT; r++)
-        s.roots[r] = atomic_load(&h->roots[r]);
-
-    /* Segment records, through the mapping (the pages were allocated at
-     * create), into the copy that belongs to the slot being written. */
-    unsigned target = h->current_slot ^ 1u;
-    sal_segment_record *rec = (sal_segment_record *)(
-        h->base + h->sb.segtab_offset + target * h->sb.segtab_bytes);
-    for (uint64_t i = 0; i < s.segments_high_water; i++) {
-        sal_segment *g = &h->segments[i];
-        int st = atomic_load(&g->state);
-        int64_t live = atomic_load(&g->live_bytes);
-        sal_segment_record r = {0};
-        if ((st == SEG_FULL || st == SEG_PARTIAL || st == SEG_ACTIVE) && live > 0) {
-            r.state = SAL_SEGREC_USED;
-            r.used_bytes = atomic_load(&g->used_bytes);
-            r.live_bytes = (uint64_t)live;
-        }
-        rec[i] = r;
-    }
-    s.segtab_checksum = sal_crc32c(0, rec, s.segments_high_water * sizeof *rec);
-    sal_slot_seal(&s);
-
-    int err = sal_os_msync(h->base, s.file_bytes, 1);
-    if (err)
-        return err;
-    char *slot_page = h->base + (target ? SAL_SLOT1_OFFSET : SAL_SLOT0_OFFSET);
-    memcpy(slot_page, &s, sizeof s);
-    if ((err = sal_os_msync(slot_page, SAL_PAGE_BYTES, 1)))
-        return err;
-    h->committed = s;
-    h->current_slot = target;
-    atomic_store(&h->commit_epoch, s.epoch);
-    return 0;
-}
-
 int sal_heap_close(sal_heap *h)
 {
     if (!h)
@@ -461,7 +428,9 @@ int sal_heap_close(sal_heap *h)
     int err = 0;
     if (!h->readonly) {
         sal_provider_stop(h);
-        err = sal_commit_write(h, 1);
+        pthread_mutex_lock(&h->sync_lock);
+        err = sal_commit(h, SAL_SYNC_DURABLE, 1);
+        pthread_mutex_unlock(&h->sync_lock);
     }
     heap_free(h);
     return err;

@@ -60,7 +60,13 @@ typedef struct sal_segment {
     _Atomic uint64_t used_bytes;  /* bump end, relative to segment start */
     _Atomic uint64_t protect_mark;/* committed below this (relative) */
     uint64_t pending_epoch;       /* section epoch when it became pending */
-    uint64_t pending_commit;      /* commit epoch it must outlive, or 0 */
+    uint64_t pending_commit;      /* cut it emptied after: reusable once a
+                                     later commit is written; 0: never
+                                     committed, no wait */
+    uint64_t durable_mark;        /* protect mark as of the last durable
+                                     commit: nonzero means a power loss
+                                     would bring these bytes back, so the
+                                     segment waits for a durable commit */
 } sal_segment;
 
 /* A growable array of ids (DRAM). */
@@ -75,8 +81,16 @@ void sal_id_vec_free(sal_id_vec *v);
 /* One section slot: the epoch a thread entered its section at, 0 if none. */
 typedef struct sal_section_slot {
     _Atomic uint64_t epoch;
-    char pad[SAL_CACHE_LINE - sizeof(uint64_t)];
+    _Atomic int writing;         /* inside a write section (the cut waits) */
+    char pad[SAL_CACHE_LINE - sizeof(uint64_t) - sizeof(int)];
 } sal_section_slot;
+
+/* A committed id released after cut `tag`: reusable once commit tag+1 is
+ * written. */
+typedef struct sal_pending_id {
+    sal_id next_id;
+    uint64_t tag;
+} sal_pending_id;
 
 typedef enum { SAL_KIND_WRITER = 1, SAL_KIND_READER = 2 } sal_session_kind;
 
@@ -99,8 +113,11 @@ struct sal_session {
     unsigned read_depth;         /* nested read sections */
     int64_t arena_segment;       /* index, -1 when none */
     char *arena_start;           /* where this session started bumping */
-    sal_id_vec pending_ids;      /* committed ids freed: reusable after the
-                                    next commit */
+    sal_id_vec pending_ids;      /* committed ids freed after cut
+                                    pending_cut: reusable after the next
+                                    commit */
+    uint64_t pending_cut;
+    int64_t arena_skipped;       /* bytes of the arena skipped by cuts */
     sal_id_vec work;             /* release worklist */
     pthread_t owner;
 };
@@ -124,7 +141,16 @@ struct sal_heap {
     /* commit state */
     sal_commit_slot committed;   /* the current slot's contents */
     unsigned current_slot;       /* 0 or 1 */
-    _Atomic uint64_t commit_epoch;
+    _Atomic uint64_t commit_epoch;     /* last commit written */
+    _Atomic uint64_t durable_epoch;    /* last commit written durably */
+    _Atomic uint64_t cut_epoch;        /* last cut taken (>= commit_epoch) */
+    pthread_mutex_t sync_lock;         /* one commit at a time */
+    _Atomic int cut_pending;           /* new write sections wait */
+    pthread_mutex_t cut_lock;
+    pthread_cond_t cut_cond;
+    pthread_mutex_t pending_lock;
+    sal_pending_id *pending_ids;       /* committed ids awaiting a commit */
+    size_t pending_ids_len, pending_ids_cap;
 
     /* roots (the live table; committed copies live in the commit slot) */
     _Atomic sal_id roots[SAL_ROOT_COUNT];
@@ -227,8 +253,15 @@ int sal_release_internal(sal_session *s, sal_id id);
  * keep_children: its children were taken over by a copy; do not release. */
 int sal_object_die(sal_session *s, sal_id id, uint64_t entry, int keep_children);
 
-/* heap.c */
-int sal_commit_write(sal_heap *h, int clean);
+/* sync.c */
+/* Cut, flush per mode, write the next commit slot.  Caller holds
+ * sync_lock.  clean = 1 only at close. */
+int sal_commit(sal_heap *h, int mode, int clean);
+/* Hand a session's batch of pending ids to the heap. */
+void sal_pending_ids_handover(sal_session *s);
+/* Wait while a cut is in progress (write_begin). */
+void sal_cut_wait(sal_heap *h);
+void sal_thread_write_sections_add(int delta);
 
 static inline uint64_t sal_round_up(uint64_t v, uint64_t align)
 {

@@ -5,7 +5,9 @@
  * table's high-water mark (else SAL_EBADID); its entry has a nonzero count
  * (else SAL_ESTALE); the entry's location lies inside the file's data
  * region (else SAL_ECORRUPT); and the header there carries exactly this id,
- * generation included (else SAL_ESTALE: the entry now names a newer object).
+ * generation included (else SAL_ESTALE if it carries the same index with
+ * another generation: the entry now names a newer object; SAL_ECORRUPT if
+ * it carries another index).
  *
  * Freeing is iterative: a dying object's children are released one by one,
  * and those that die too are pushed on the session's worklist, so a chain
@@ -54,8 +56,11 @@ int sal_resolve(sal_heap *h, sal_id id, uint64_t *entry_out, sal_object_header *
     sal_object_header *hdr = entry_header(h, e);
     if (!hdr)
         return SAL_ECORRUPT;
-    if (hdr->id != id)
-        return SAL_ESTALE;
+    if (hdr->id != id) {
+        /* Same entry, other generation: the id was released and its entry
+         * reused.  Another entry's object, or no header at all: damage. */
+        return sal_id_index(hdr->id) == sal_id_index(id) ? SAL_ESTALE : SAL_ECORRUPT;
+    }
     *entry_out = e;
     *hdr_out = hdr;
     return 0;

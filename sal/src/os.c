@@ -239,6 +239,12 @@ int sal_os_protect_readonly(void *addr, uint64_t length)
     return mprotect(addr, (size_t)length, PROT_READ) == 0 ? 0 : errno;
 }
 
+int sal_os_protect_readwrite(void *addr, uint64_t length)
+{
+    FAULT(SAL_OS_MPROTECT);
+    return mprotect(addr, (size_t)length, PROT_READ | PROT_WRITE) == 0 ? 0 : errno;
+}
+
 int sal_os_msync(void *addr, uint64_t length, int synchronous)
 {
     FAULT(SAL_OS_MSYNC);

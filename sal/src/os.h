@@ -55,6 +55,7 @@ int sal_os_unlink(const char *path);
 int sal_os_map_file(int fd, uint64_t length, int writable, void **addr_out);
 int sal_os_unmap(void *addr, uint64_t length);
 int sal_os_protect_readonly(void *addr, uint64_t length);
+int sal_os_protect_readwrite(void *addr, uint64_t length);
 int sal_os_msync(void *addr, uint64_t length, int synchronous);
 int sal_os_populate_write(void *addr, uint64_t length);
 

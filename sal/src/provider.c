@@ -47,6 +47,7 @@ static int segment_pick_locked(sal_heap *h, uint64_t *seg_out)
 
 static void segment_reset(sal_segment *g, int state)
 {
+    g->durable_mark = 0;
     atomic_store(&g->live_bytes, 0);
     atomic_store(&g->retired, 0);
     atomic_store(&g->used_bytes, 0);
@@ -65,9 +66,12 @@ static void segment_prefault(sal_heap *h, uint64_t seg)
 static int pending_reusable(sal_heap *h, const sal_segment *g, uint64_t oldest)
 {
     if (oldest != 0 && oldest <= g->pending_epoch)
-        return 0;
+        return 0; /* a section that may still see it is open */
     if (g->pending_commit && atomic_load(&h->commit_epoch) <= g->pending_commit)
-        return 0;
+        return 0; /* the last commit may reference it (crash rule 2) */
+    if (g->pending_commit && g->durable_mark &&
+        atomic_load(&h->durable_epoch) <= g->pending_commit)
+        return 0; /* the last durable commit may: a power loss would need it */
     return 1;
 }
 
@@ -81,6 +85,13 @@ static void reclaim_locked(sal_heap *h)
         uint32_t seg = h->pending_segs[i];
         sal_segment *g = &h->segments[seg];
         if (pending_reusable(h, g, oldest)) {
+            /* Committed pages were made read-only; writable again now. */
+            if (atomic_load(&g->protect_mark) &&
+                sal_os_protect_readwrite(h->base + sal_segment_start(h, seg),
+                                         h->segment_bytes) != 0) {
+                h->pending_segs[kept++] = seg; /* try again later */
+                continue;
+            }
             segment_reset(g, SEG_FREE);
             h->free_segs[h->free_segs_len++] = seg;
         } else {
@@ -145,7 +156,7 @@ static void try_claim_empty(sal_heap *h, uint64_t seg)
     /* Tag with the epoch as it was when the segment emptied, and open a new
      * epoch, so that sections that begin from now on do not hold it. */
     g->pending_epoch = atomic_fetch_add(&h->section_epoch, 1);
-    g->pending_commit = atomic_load(&g->protect_mark) ? atomic_load(&h->commit_epoch) : 0;
+    g->pending_commit = atomic_load(&g->protect_mark) ? atomic_load(&h->cut_epoch) : 0;
     pthread_mutex_lock(&h->seg_lock);
     h->pending_segs[h->pending_len++] = (uint32_t)seg;
     pthread_cond_broadcast(&h->seg_cond);

@@ -164,21 +164,25 @@ int sal_session_close(sal_session *s)
     if (s->read_depth || s->write_token)
         return SAL_EBUSY;
     sal_heap *h = s->heap;
+    /* Under sessions_lock: a commit's cut reads the arenas of open
+     * sessions. */
+    pthread_mutex_lock(&h->sessions_lock);
     if (s->arena_segment >= 0) {
-        sal_segment_release_arena(h, (uint64_t)s->arena_segment,
-                                  (uint64_t)(s->bump - (h->base + sal_segment_start(h, (uint64_t)s->arena_segment))),
-                                  s->bump - s->arena_start, 1);
+        uint64_t seg = (uint64_t)s->arena_segment;
+        sal_segment_release_arena(h, seg,
+                                  (uint64_t)(s->bump - (h->base + sal_segment_start(h, seg))),
+                                  (s->bump - s->arena_start) - s->arena_skipped, 1);
         s->arena_segment = -1;
+        s->arena_skipped = 0;
     }
+    pthread_mutex_unlock(&h->sessions_lock);
     sal_session_flush_ids(s);
+    sal_pending_ids_handover(s);
     pthread_mutex_lock(&h->sessions_lock);
     atomic_fetch_add(&h->closed_live_objects, atomic_load(&s->live_objects));
     atomic_fetch_add(&h->closed_live_bytes, atomic_load(&s->live_bytes));
     h->open_sessions[s->kind == SAL_KIND_WRITER ? s->slot : SAL_MAX_SESSIONS + s->slot] = NULL;
     pthread_mutex_unlock(&h->sessions_lock);
-    /* Committed ids freed by this session become reusable at the next
-     * commit; until commits can happen while the heap is open they are
-     * simply left free in the table, where the next open finds them. */
     sal_id_vec_free(&s->pending_ids);
     sal_id_vec_free(&s->work);
     free(s->free_ids);
@@ -230,10 +234,23 @@ int sal_write_begin(sal_session *s)
     do
         token = atomic_fetch_add(&s->heap->write_token_next, 1);
     while (token == 0);
+    /* The door of the cut: announce, then look.  A commit sets cut_pending
+     * and then looks at `writing`; with both sides sequentially consistent
+     * at least one sees the other, so no section slips into a cut. */
+    sal_heap *h = s->heap;
+    for (;;) {
+        atomic_store(&s->section->writing, 1);
+        if (!atomic_load(&h->cut_pending))
+            break;
+        atomic_store(&s->section->writing, 0);
+        sal_cut_wait(h);
+    }
     if (s->read_depth == 0)
-        sal_section_enter(s->section, s->heap);
+        sal_section_enter(s->section, h);
     s->write_token = token;
-    s->birth_epoch = (uint32_t)atomic_load(&s->heap->commit_epoch);
+    /* Objects allocated from now on are in the commits after this cut. */
+    s->birth_epoch = (uint32_t)atomic_load(&h->cut_epoch);
+    sal_thread_write_sections_add(1);
     return 0;
 }
 
@@ -247,5 +264,7 @@ int sal_write_end(sal_session *s)
     s->write_token = 0;
     if (s->read_depth == 0)
         sal_section_leave(s->section);
+    atomic_store_explicit(&s->section->writing, 0, memory_order_release);
+    sal_thread_write_sections_add(-1);
     return 0;
 }

@@ -1,0 +1,341 @@
+/*
+ * sync.c - commits: the cut, the flush, the commit slot.
+ *
+ * A commit happens in three steps.
+ *
+ *  1. The cut.  New write sections are held at the door (cut_pending) and
+ *     the commit waits for the open ones to end.  With no writer inside,
+ *     it sets each segment's protect mark: at the bump pointer rounded up
+ *     to a page for arenas (the session continues on the next page), at the
+ *     end for full segments.  Everything below a mark is committed and is
+ *     never written again.  It copies the roots and the segment records,
+ *     and lets the writers go.  The cut is short: a walk over the segments.
+ *
+ *  2. The flush, outside the cut while writers go on: the newly committed
+ *     ranges are made read-only (a stray write through an old pointer then
+ *     faults instead of changing history), then, by mode, nothing (protect),
+ *     write-back started (async) or written and waited for (durable).  Only
+ *     the ranges committed since the last commit are flushed: the bytes of
+ *     the new objects, back to back, plus the changed pages of the segment
+ *     table copy.  The object table is never flushed by a sync: reference
+ *     counts can always be rebuilt.
+ *
+ *  3. The slot, written last (crash rule 4) into the slot that is not
+ *     current, then flushed by mode.  Only then are the ids and segments
+ *     released since the previous cut handed back for reuse (crash rule 2).
+ */
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "internal.h"
+#include "os.h"
+
+/* How many write sections the calling thread has open (deadlock check). */
+static _Thread_local int thread_write_sections;
+
+void sal_thread_write_sections_add(int delta) { thread_write_sections += delta; }
+
+typedef struct range {
+    uint64_t offset, length;
+} range;
+
+typedef struct cut {
+    sal_commit_slot slot;
+    sal_segment_record *records; /* segments_high_water of them */
+    uint64_t *new_marks;         /* per segment, after this commit */
+    range *flush;                /* committed since the last commit */
+    range *protect;              /* to make read-only */
+    size_t nflush, nprotect;
+} cut;
+
+static uint64_t now_unix_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+void sal_cut_wait(sal_heap *h)
+{
+    pthread_mutex_lock(&h->cut_lock);
+    while (atomic_load(&h->cut_pending))
+        pthread_cond_wait(&h->cut_cond, &h->cut_lock);
+    pthread_mutex_unlock(&h->cut_lock);
+}
+
+static void wait_for_writers(sal_heap *h)
+{
+    for (unsigned i = 0; i < SAL_MAX_SESSIONS; i++) {
+        unsigned spins = 0;
+        while (atomic_load(&h->slots[i].writing)) {
+            if (++spins < 64)
+                sched_yield();
+            else
+                nanosleep(&(struct timespec){0, 50000}, NULL);
+        }
+    }
+}
+
+/* Round an arena's bump pointer up to a page: the part below is committed.
+ * A zero word at the old bump tells a linear walk that the rest of the
+ * page is padding. */
+static void cut_arena(sal_heap *h, sal_session *s)
+{
+    uint64_t seg = (uint64_t)s->arena_segment;
+    char *start = h->base + sal_segment_start(h, seg);
+    uint64_t used = (uint64_t)(s->bump - start);
+    uint64_t mark = sal_round_up(used, SAL_PAGE_BYTES);
+    if (mark > h->segment_bytes)
+        mark = h->segment_bytes;
+    if (mark > used) {
+        *(uint64_t *)s->bump = 0;
+        s->arena_skipped += (int64_t)(mark - used);
+        s->bump = start + mark;
+    }
+    atomic_store(&h->segments[seg].used_bytes, mark);
+}
+
+static int cut_take(sal_heap *h, cut *c, int mode)
+{
+    memset(c, 0, sizeof *c);
+    atomic_store(&h->cut_pending, 1);
+    wait_for_writers(h);
+
+    pthread_mutex_lock(&h->sessions_lock);
+    pthread_mutex_lock(&h->seg_lock);
+    uint64_t n = h->segments_high_water;
+    c->records = calloc(n ? n : 1, sizeof *c->records);
+    c->new_marks = calloc(n ? n : 1, sizeof *c->new_marks);
+    c->flush = calloc(n ? n : 1, sizeof *c->flush);
+    c->protect = calloc(n ? n : 1, sizeof *c->protect);
+    int err = (!c->records || !c->new_marks || !c->flush || !c->protect) ? SAL_ENOMEM : 0;
+
+    if (!err) {
+        for (unsigned i = 0; i < SAL_MAX_SESSIONS; i++) {
+            sal_session *s = h->open_sessions[i];
+            if (s && s->arena_segment >= 0)
+                cut_arena(h, s);
+        }
+        for (uint64_t i = 0; i < n; i++) {
+            sal_segment *g = &h->segments[i];
+            int st = atomic_load(&g->state);
+            uint64_t start = sal_segment_start(h, i);
+            uint64_t old = atomic_load(&g->protect_mark), mark = old, used = 0;
+            if (st == SEG_PARTIAL) {
+                /* Continue on the next page, like an arena. */
+                used = sal_round_up(atomic_load(&g->used_bytes), SAL_PAGE_BYTES);
+                if (used > h->segment_bytes)
+                    used = h->segment_bytes;
+                uint64_t u = atomic_load(&g->used_bytes);
+                if (used > u) {
+                    *(uint64_t *)(h->base + start + u) = 0;
+                    atomic_store(&g->used_bytes, used);
+                }
+                mark = used;
+            } else if (st == SEG_ACTIVE) {
+                used = atomic_load(&g->used_bytes); /* set by cut_arena */
+                mark = used;
+            } else if (st == SEG_FULL) {
+                used = atomic_load(&g->used_bytes);
+                mark = h->segment_bytes; /* nobody bumps it again */
+            }
+            if (used > 0 && (st == SEG_ACTIVE || st == SEG_PARTIAL || st == SEG_FULL)) {
+                c->records[i].state = SAL_SEGREC_USED;
+                c->records[i].used_bytes = used;
+                int64_t live = atomic_load(&g->live_bytes);
+                c->records[i].live_bytes = live > 0 ? (uint64_t)live : 0;
+                if (c->records[i].live_bytes > used)
+                    c->records[i].live_bytes = used;
+            }
+            /* A durable commit flushes everything since the last durable
+             * one (protect-mode commits and failed syncs in between flushed
+             * nothing); the other modes what is new since the last cut. */
+            uint64_t from = mode == SAL_SYNC_DURABLE ? g->durable_mark : old;
+            uint64_t end = used < mark ? used : mark;
+            if (end > from)
+                c->flush[c->nflush++] = (range){start + from, end - from};
+            if (mark > old) {
+                c->protect[c->nprotect++] = (range){start + old, mark - old};
+                atomic_store_explicit(&g->protect_mark, mark, memory_order_release);
+            }
+            c->new_marks[i] = mark;
+        }
+    }
+
+    sal_commit_slot *s = &c->slot;
+    memcpy(s->magic, SAL_SLOT_MAGIC, 8);
+    s->epoch = h->committed.epoch + 1;
+    s->heap_uid[0] = h->sb.heap_uid[0];
+    s->heap_uid[1] = h->sb.heap_uid[1];
+    s->ids_high_water = atomic_load(&h->ids_high_water);
+    s->segments_high_water = n;
+    s->file_bytes = atomic_load(&h->file_bytes);
+    for (unsigned r = 0; r < SAL_ROOT_COUNT; r++)
+        s->roots[r] = atomic_load(&h->roots[r]);
+    if (!err)
+        atomic_store(&h->cut_epoch, s->epoch);
+    pthread_mutex_unlock(&h->seg_lock);
+    pthread_mutex_unlock(&h->sessions_lock);
+
+    pthread_mutex_lock(&h->cut_lock);
+    atomic_store(&h->cut_pending, 0);
+    pthread_cond_broadcast(&h->cut_cond);
+    pthread_mutex_unlock(&h->cut_lock);
+    return err;
+}
+
+static void cut_free(cut *c)
+{
+    free(c->records);
+    free(c->new_marks);
+    free(c->flush);
+    free(c->protect);
+}
+
+static int flush_range(sal_heap *h, uint64_t offset, uint64_t length, int mode)
+{
+    if (length == 0 || mode == SAL_SYNC_PROTECT)
+        return 0;
+    if (mode == SAL_SYNC_ASYNC)
+        return sal_os_sync_file_range(h->fd, offset, length);
+    /* msync wants a page-aligned start. */
+    uint64_t start = offset & ~(uint64_t)(SAL_PAGE_BYTES - 1);
+    return sal_os_msync(h->base + start, offset + length - start, 1);
+}
+
+/* Write the segment records into the copy that belongs to `target`,
+ * touching only records that differ (an unchanged page stays clean and is
+ * not written back), and flush the pages that changed. */
+static int write_records(sal_heap *h, cut *c, unsigned target, int mode)
+{
+    uint64_t n = c->slot.segments_high_water;
+    uint64_t base = h->sb.segtab_offset + target * h->sb.segtab_bytes;
+    sal_segment_record *rec = (sal_segment_record *)(h->base + base);
+    uint64_t lo = UINT64_MAX, hi = 0;
+    for (uint64_t i = 0; i < n; i++) {
+        if (memcmp(&rec[i], &c->records[i], sizeof rec[i]) != 0) {
+            rec[i] = c->records[i];
+            if (i < lo)
+                lo = i;
+            hi = i + 1;
+        }
+    }
+    c->slot.segtab_checksum = sal_crc32c(0, c->records, n * sizeof *c->records);
+    if (hi == 0)
+        return 0;
+    return flush_range(h, base + lo * sizeof *rec, (hi - lo) * sizeof *rec, mode);
+}
+
+/* Ids released after cut `tag` are reusable once commit tag+1 is written. */
+static void release_pending_ids(sal_heap *h, uint64_t written_epoch)
+{
+    pthread_mutex_lock(&h->pending_lock);
+    pthread_mutex_lock(&h->free_ids_lock);
+    size_t kept = 0;
+    for (size_t i = 0; i < h->pending_ids_len; i++) {
+        sal_pending_id p = h->pending_ids[i];
+        if (p.tag < written_epoch) {
+            if (sal_id_vec_push(&h->free_ids, p.next_id) != 0)
+                h->pending_ids[kept++] = p; /* try again next time */
+        } else {
+            h->pending_ids[kept++] = p;
+        }
+    }
+    h->pending_ids_len = kept;
+    pthread_mutex_unlock(&h->free_ids_lock);
+    pthread_mutex_unlock(&h->pending_lock);
+}
+
+void sal_pending_ids_handover(sal_session *s)
+{
+    sal_heap *h = s->heap;
+    if (s->pending_ids.len == 0)
+        return;
+    pthread_mutex_lock(&h->pending_lock);
+    size_t need = h->pending_ids_len + s->pending_ids.len;
+    if (need > h->pending_ids_cap) {
+        size_t cap = h->pending_ids_cap ? h->pending_ids_cap : 1024;
+        while (cap < need)
+            cap *= 2;
+        sal_pending_id *p = realloc(h->pending_ids, cap * sizeof *p);
+        if (!p) {
+            /* The ids stay free in the table; the next open finds them. */
+            pthread_mutex_unlock(&h->pending_lock);
+            s->pending_ids.len = 0;
+            return;
+        }
+        h->pending_ids = p;
+        h->pending_ids_cap = cap;
+    }
+    for (size_t i = 0; i < s->pending_ids.len; i++)
+        h->pending_ids[h->pending_ids_len++] =
+            (sal_pending_id){s->pending_ids.ids[i], s->pending_cut};
+    pthread_mutex_unlock(&h->pending_lock);
+    s->pending_ids.len = 0;
+}
+
+int sal_commit(sal_heap *h, int mode, int clean)
+{
+    cut c;
+    int err = cut_take(h, &c, mode);
+    if (err)
+        goto done;
+
+    for (size_t i = 0; i < c.nprotect; i++)
+        if ((err = sal_os_protect_readonly(h->base + c.protect[i].offset,
+                                           c.protect[i].length)))
+            goto done;
+    for (size_t i = 0; i < c.nflush; i++)
+        if ((err = flush_range(h, c.flush[i].offset, c.flush[i].length, mode)))
+            goto done;
+    unsigned target = h->current_slot ^ 1u;
+    if ((err = write_records(h, &c, target, mode)))
+        goto done;
+    if (clean) {
+        /* A clean close vouches for the reference counts too. */
+        uint64_t table_bytes = atomic_load(&h->table_ready_bytes);
+        if ((err = sal_os_msync(h->base + h->table_offset, table_bytes, 1)))
+            goto done;
+    }
+
+    sal_commit_slot *s = &c.slot;
+    s->time_unix_ns = now_unix_ns();
+    s->clean = (uint32_t)clean;
+    s->live_objects = 0;
+    sal_slot_seal(s);
+    char *slot_page = h->base + (target ? SAL_SLOT1_OFFSET : SAL_SLOT0_OFFSET);
+    memcpy(slot_page, s, sizeof *s);
+    if ((err = flush_range(h, (uint64_t)(slot_page - h->base), SAL_PAGE_BYTES, mode)))
+        goto done;
+
+    h->committed = *s;
+    h->current_slot = target;
+    atomic_store(&h->commit_epoch, s->epoch);
+    if (mode == SAL_SYNC_DURABLE) {
+        pthread_mutex_lock(&h->seg_lock);
+        for (uint64_t i = 0; i < s->segments_high_water; i++)
+            h->segments[i].durable_mark = c.new_marks[i];
+        pthread_mutex_unlock(&h->seg_lock);
+        atomic_store(&h->durable_epoch, s->epoch);
+    }
+    release_pending_ids(h, s->epoch);
+    sal_segments_reclaim(h);
+done:
+    cut_free(&c);
+    return err;
+}
+
+int sal_sync(sal_heap *h, int mode)
+{
+    if (!h || mode < SAL_SYNC_PROTECT || mode > SAL_SYNC_DURABLE)
+        return SAL_EINVAL;
+    if (h->readonly)
+        return SAL_EREADONLY;
+    if (thread_write_sections > 0)
+        return SAL_EBUSY; /* the cut would wait for this thread's section */
+    pthread_mutex_lock(&h->sync_lock);
+    int err = sal_commit(h, mode, 0);
+    pthread_mutex_unlock(&h->sync_lock);
+    return err;
+}
