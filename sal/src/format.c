@@ -44,7 +44,7 @@ int sal_superblock_check(const sal_superblock *sb, uint64_t file_bytes)
         return SAL_ECORRUPT;
     if (sb->segtab_offset != SAL_SEGTAB_OFFSET ||
         sb->segtab_bytes < sb->segment_count * sizeof(sal_segment_record) ||
-        sb->table_offset < sb->segtab_offset + 2 * sb->segtab_bytes ||
+        sb->table_offset < sb->segtab_offset + SAL_SLOT_COUNT * sb->segtab_bytes ||
         sb->table_offset % SAL_REGION_ALIGN != 0 ||
         sb->table_bytes < sb->max_objects * 8 ||
         sb->table_bytes % SAL_TABLE_CHUNK_BYTES != 0 ||
@@ -71,7 +71,8 @@ int sal_slot_valid(const sal_commit_slot *slot, const sal_superblock *sb)
     if (slot->heap_uid[0] != sb->heap_uid[0] || slot->heap_uid[1] != sb->heap_uid[1])
         return 0;
     if (slot->ids_high_water < 1 || slot->ids_high_water > sb->max_objects ||
-        slot->segments_high_water > sb->segment_count || slot->clean > 1)
+        slot->segments_high_water > sb->segment_count || slot->clean > 1 ||
+        slot->durable > 1 || slot->durable_epoch > slot->epoch)
         return 0;
     for (unsigned i = 0; i < SAL_ROOT_COUNT; i++) {
         uint64_t idx = slot->roots[i] & SAL_ID_INDEX_MASK;

@@ -2,9 +2,11 @@
  * format.h - the on-disk format, field by field (docs/format.md mirrors it).
  *
  *   offset 0                 superblock (one page): geometry, never rewritten
- *   offset 4096              commit slot 0  \ alternate; the valid one with
- *   offset 8192              commit slot 1  / the highest epoch is current
- *   offset 12288             segment table: one record per segment
+ *   offset 4096, 8192        durable commit slots 0 and 1 (alternate)
+ *   offset 12288, 16384      volatile commit slots 2 and 3 (alternate): the
+ *                            protect and async commits, trusted only in the
+ *                            boot that wrote them
+ *   offset 20480             segment table, one copy per slot
  *   table_offset             object table: 8-byte entries, sparse until used
  *   data_offset              segments of segment_bytes each
  *
@@ -22,9 +24,12 @@
 #define SAL_PAGE_BYTES 4096u
 #define SAL_SUPERBLOCK_MAGIC "SALHEAP"   /* 8 bytes with the NUL */
 #define SAL_SLOT_MAGIC "SALSLOT"
-#define SAL_SLOT0_OFFSET 4096u
-#define SAL_SLOT1_OFFSET 8192u
-#define SAL_SEGTAB_OFFSET 12288u
+#define SAL_SLOT_COUNT 4u
+/* Slot i (0, 1 durable; 2, 3 volatile) is at 4096 * (i + 1). */
+#define SAL_SLOT_OFFSET(i) (4096u * ((unsigned)(i) + 1u))
+#define SAL_SLOT0_OFFSET SAL_SLOT_OFFSET(0) /* the durable slots */
+#define SAL_SLOT1_OFFSET SAL_SLOT_OFFSET(1)
+#define SAL_SEGTAB_OFFSET 20480u
 /* The object table and the data start on 2 MiB boundaries so that the
  * kernel can back them with large folios. */
 #define SAL_REGION_ALIGN (2u << 20)
@@ -67,12 +72,14 @@ typedef struct sal_commit_slot {
     uint64_t file_bytes;         /* the file is at least this long */
     uint64_t live_objects;       /* at this commit (statistics) */
     uint32_t segtab_checksum;    /* CRC-32C of records 0..segments_hwm-1 */
-    uint32_t reserved;
+    uint32_t durable;            /* 1: written by a durable commit */
+    uint8_t boot_id[16];         /* the kernel's boot id when written */
+    uint64_t durable_epoch;      /* the last durable commit at that time */
     sal_id roots[SAL_ROOT_COUNT];
-    uint32_t reserved2;
+    uint32_t reserved;
     uint32_t checksum;           /* CRC-32C of the bytes above */
 } sal_commit_slot;
-_Static_assert(sizeof(sal_commit_slot) == 608, "commit slot layout");
+_Static_assert(sizeof(sal_commit_slot) == 632, "commit slot layout");
 
 enum sal_segment_record_state {
     SAL_SEGREC_FREE = 0,  /* holds nothing committed */

@@ -72,9 +72,9 @@ static int geometry(const sal_options *o, sal_superblock *sb)
                                     SAL_PAGE_BYTES);
     if (sb->segtab_bytes == 0)
         sb->segtab_bytes = SAL_PAGE_BYTES;
-    /* Two copies of the segment table, one per commit slot, so that
-     * writing one never damages what the other slot vouches for. */
-    sb->table_offset = sal_round_up(sb->segtab_offset + 2 * sb->segtab_bytes,
+    /* One copy of the segment table per commit slot, so that writing one
+     * never damages what another slot vouches for. */
+    sb->table_offset = sal_round_up(sb->segtab_offset + SAL_SLOT_COUNT * sb->segtab_bytes,
                                     SAL_REGION_ALIGN);
     sb->data_offset = sal_round_up(sb->table_offset + sb->table_bytes,
                                    o->segment_bytes);
@@ -97,7 +97,8 @@ static int geometry(const sal_options *o, sal_superblock *sb)
 /* Read the superblock, pick the newest valid slot, check the file size and
  * the segment table.  Reads only. */
 static int check_file(int fd, sal_superblock *sb, sal_commit_slot *slot,
-                      unsigned *slot_index, sal_segment_record **records_out)
+                      unsigned *slot_index, unsigned *durable_index,
+                      sal_segment_record **records_out)
 {
     uint64_t size;
     int err = sal_os_file_size(fd, &size);
@@ -116,16 +117,32 @@ static int check_file(int fd, sal_superblock *sb, sal_commit_slot *slot,
     if ((err = sal_superblock_check(sb, size)))
         return err;
 
-    sal_commit_slot s[2];
-    if ((err = sal_os_pread(fd, &s[0], sizeof s[0], SAL_SLOT0_OFFSET)) ||
-        (err = sal_os_pread(fd, &s[1], sizeof s[1], SAL_SLOT1_OFFSET)))
-        return err;
-    int v0 = sal_slot_valid(&s[0], sb), v1 = sal_slot_valid(&s[1], sb);
-    if (!v0 && !v1)
+    /* The newest valid durable slot; a volatile slot (protect and async
+     * commits) only if it is newer and was written in this boot: after a
+     * reboot the page cache is gone, and with it whatever a volatile
+     * commit did not flush. */
+    sal_commit_slot s[SAL_SLOT_COUNT];
+    int valid[SAL_SLOT_COUNT];
+    for (unsigned i = 0; i < SAL_SLOT_COUNT; i++) {
+        if ((err = sal_os_pread(fd, &s[i], sizeof s[i], SAL_SLOT_OFFSET(i))))
+            return err;
+        valid[i] = sal_slot_valid(&s[i], sb) && s[i].durable == (i < 2);
+    }
+    int pick = -1;
+    for (unsigned i = 0; i < 2; i++)
+        if (valid[i] && (pick < 0 || s[i].epoch > s[pick].epoch))
+            pick = (int)i;
+    if (pick < 0)
         return SAL_ECORRUPT;
-    unsigned pick = (!v0 || (v1 && s[1].epoch > s[0].epoch)) ? 1 : 0;
+    *durable_index = (unsigned)pick;
+    uint8_t boot[16];
+    if (sal_os_boot_id(boot) == 0)
+        for (unsigned i = 2; i < SAL_SLOT_COUNT; i++)
+            if (valid[i] && s[i].epoch > s[pick].epoch &&
+                memcmp(s[i].boot_id, boot, sizeof boot) == 0)
+                pick = (int)i;
     *slot = s[pick];
-    *slot_index = pick;
+    *slot_index = (unsigned)pick;
 
     uint64_t need = sb->data_offset + slot->segments_high_water * sb->segment_bytes;
     if (slot->file_bytes < need)
@@ -254,9 +271,9 @@ static int heap_open_fd(int fd, const sal_options *opt, int writable,
 {
     sal_superblock sb;
     sal_commit_slot slot;
-    unsigned slot_index;
+    unsigned slot_index, durable_index;
     sal_segment_record *rec = NULL;
-    int err = check_file(fd, &sb, &slot, &slot_index, &rec);
+    int err = check_file(fd, &sb, &slot, &slot_index, &durable_index, &rec);
     if (err)
         return err;
     if (writable && !slot.clean) {
@@ -281,7 +298,8 @@ static int heap_open_fd(int fd, const sal_options *opt, int writable,
     pthread_cond_init(&h->seg_cond, NULL);
     h->sb = sb;
     h->committed = slot;
-    h->current_slot = slot_index;
+    h->durable_slot = durable_index;
+    h->volatile_slot = slot_index >= 2 ? slot_index : 2;
     h->readonly = !writable;
     h->reserve_bytes = sb.reserve_bytes;
     h->segment_bytes = sb.segment_bytes;
@@ -399,13 +417,17 @@ int sal_heap_create(const char *path, const sal_options *opt, sal_heap **heap_ou
     slot.heap_uid[0] = sb.heap_uid[0];
     slot.heap_uid[1] = sb.heap_uid[1];
     slot.clean = 1;
+    slot.durable = 1;
+    slot.epoch = 1;
+    slot.durable_epoch = 1;
+    (void)sal_os_boot_id(slot.boot_id);
     slot.ids_high_water = 1;
     slot.file_bytes = sb.data_offset;
     slot.segtab_checksum = sal_crc32c(0, NULL, 0);
     sal_slot_seal(&slot);
     if ((err = sal_os_fallocate(fd, 0, sb.table_offset)) ||
         (err = sal_os_ftruncate(fd, sb.data_offset)) ||
-        (err = sal_os_pwrite(fd, &slot, sizeof slot, SAL_SLOT0_OFFSET)) ||
+        (err = sal_os_pwrite(fd, &slot, sizeof slot, SAL_SLOT_OFFSET(0))) ||
         (err = sal_os_fsync(fd)) ||
         (err = sal_os_pwrite(fd, &sb, sizeof sb, 0)) ||
         (err = sal_os_fsync(fd)))

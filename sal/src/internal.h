@@ -140,7 +140,8 @@ struct sal_heap {
 
     /* commit state */
     sal_commit_slot committed;   /* the current slot's contents */
-    unsigned current_slot;       /* 0 or 1 */
+    unsigned durable_slot;       /* newest durable slot: 0 or 1 */
+    unsigned volatile_slot;      /* newest volatile slot: 2 or 3 */
     _Atomic uint64_t commit_epoch;     /* last commit written */
     _Atomic uint64_t durable_epoch;    /* last commit written durably */
     _Atomic uint64_t cut_epoch;        /* last cut taken (>= commit_epoch) */

@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdatomic.h>
+#include <string.h>
 #include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/random.h>
@@ -302,4 +303,53 @@ int sal_os_random(void *buf, size_t len)
 {
     ssize_t n = getrandom(buf, len, 0);
     return n == (ssize_t)len ? 0 : (n < 0 ? errno : EIO);
+}
+
+#if SAL_TEST_HOOKS
+static _Atomic int boot_id_override_set;
+static uint8_t boot_id_override[16];
+
+void sal_os_boot_id_override(const uint8_t *id)
+{
+    if (id) {
+        memcpy(boot_id_override, id, 16);
+        atomic_store(&boot_id_override_set, 1);
+    } else {
+        atomic_store(&boot_id_override_set, 0);
+    }
+}
+#else
+void sal_os_boot_id_override(const uint8_t *id) { (void)id; }
+#endif
+
+int sal_os_boot_id(uint8_t out[16])
+{
+#if SAL_TEST_HOOKS
+    if (atomic_load(&boot_id_override_set)) {
+        memcpy(out, boot_id_override, 16);
+        return 0;
+    }
+#endif
+    /* "xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx\n": 32 hex digits. */
+    char text[64];
+    int fd = open("/proc/sys/kernel/random/boot_id", O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return errno;
+    ssize_t n = read(fd, text, sizeof text - 1);
+    close(fd);
+    if (n <= 0)
+        return EIO;
+    memset(out, 0, 16);
+    unsigned digits = 0;
+    for (ssize_t i = 0; i < n && digits < 32; i++) {
+        char ch = text[i];
+        int v = ch >= '0' && ch <= '9' ? ch - '0'
+              : ch >= 'a' && ch <= 'f' ? ch - 'a' + 10
+              : ch >= 'A' && ch <= 'F' ? ch - 'A' + 10 : -1;
+        if (v < 0)
+            continue;
+        out[digits / 2] = (uint8_t)(out[digits / 2] | (v << (digits % 2 ? 0 : 4)));
+        digits++;
+    }
+    return digits == 32 ? 0 : EIO;
 }

@@ -289,7 +289,10 @@ int sal_commit(sal_heap *h, int mode, int clean)
     for (size_t i = 0; i < c.nflush; i++)
         if ((err = flush_range(h, c.flush[i].offset, c.flush[i].length, mode)))
             goto done;
-    unsigned target = h->current_slot ^ 1u;
+    /* Never overwrite the newest slot of either kind: it is what open falls
+     * back on if this commit does not complete. */
+    unsigned target = mode == SAL_SYNC_DURABLE ? h->durable_slot ^ 1u
+                                               : (h->volatile_slot == 2 ? 3u : 2u);
     if ((err = write_records(h, &c, target, mode)))
         goto done;
     if (clean) {
@@ -302,15 +305,21 @@ int sal_commit(sal_heap *h, int mode, int clean)
     sal_commit_slot *s = &c.slot;
     s->time_unix_ns = now_unix_ns();
     s->clean = (uint32_t)clean;
+    s->durable = mode == SAL_SYNC_DURABLE;
+    s->durable_epoch = s->durable ? s->epoch : atomic_load(&h->durable_epoch);
+    (void)sal_os_boot_id(s->boot_id);
     s->live_objects = 0;
     sal_slot_seal(s);
-    char *slot_page = h->base + (target ? SAL_SLOT1_OFFSET : SAL_SLOT0_OFFSET);
+    char *slot_page = h->base + SAL_SLOT_OFFSET(target);
     memcpy(slot_page, s, sizeof *s);
     if ((err = flush_range(h, (uint64_t)(slot_page - h->base), SAL_PAGE_BYTES, mode)))
         goto done;
 
     h->committed = *s;
-    h->current_slot = target;
+    if (mode == SAL_SYNC_DURABLE)
+        h->durable_slot = target;
+    else
+        h->volatile_slot = target;
     atomic_store(&h->commit_epoch, s->epoch);
     if (mode == SAL_SYNC_DURABLE) {
         pthread_mutex_lock(&h->seg_lock);
