@@ -179,6 +179,9 @@ typedef struct sal_heap sal_heap;
 typedef struct sal_session sal_session;
 
 /* Flags for sal_options.flags. */
+#define SAL_OPEN_RECOVER 0x2u  /* if the heap was not closed cleanly,
+                                  recover it (see sal_heap_open) instead
+                                  of failing with SAL_EUNCLEAN */
 #define SAL_OPEN_READONLY 0x1u /* map read-only; no sessions, readers only.
                                   Works on a heap that was not closed
                                   cleanly.  Nothing can change or die in a
@@ -227,11 +230,38 @@ SAL_API int sal_heap_create(const char *path, const sal_options *opt,
  *   SAL_ECORRUPT    superblock, commit slots or segment table damaged;
  *   SAL_ETRUNCATED  the file is shorter than the committed heap;
  *   SAL_ELOCKED     another writer holds it (one writer process at a time);
- *   SAL_EUNCLEAN    it was not closed cleanly (open with SAL_OPEN_READONLY
- *                   to look at the last commit).
- * `opt` may be NULL; only ready_segments and flags are read from it. */
+ *   SAL_EUNCLEAN    it was not closed cleanly and SAL_OPEN_RECOVER was not
+ *                   given.
+ * `opt` may be NULL; only ready_segments and flags are read from it.
+ *
+ * Recovery.  After an unclean stop (a killed process, a power loss), the
+ * heap is brought back to exactly its last commit: the newest durable one
+ * after a reboot, the newest of any mode otherwise.  Recovery rebuilds the
+ * object table from the committed segments, walks from the committed
+ * roots, sets every reference count to the number of references, and
+ * frees every id and byte that nothing committed reaches (cycles too).
+ * With SAL_OPEN_RECOVER it writes the result as a new commit; with
+ * SAL_OPEN_READONLY it recovers in private memory and writes nothing, so a
+ * read-only open always works and shows the last commit.
+ * sal_heap_recovery_report() says what recovery found. */
 SAL_API int sal_heap_open(const char *path, const sal_options *opt,
                           sal_heap **heap_out);
+
+typedef struct sal_recovery_report {
+    int recovered;              /* 1 if this open recovered the heap */
+    uint64_t objects_live;      /* objects the committed roots reach */
+    uint64_t bytes_live;        /* their headers and payloads */
+    uint64_t ids_live_before;   /* table entries live before recovery */
+    uint64_t headers_swept;     /* object headers in committed ranges */
+    uint64_t damaged_headers;   /* segments whose committed range stopped
+                                   parsing (damage: see the gc-tool) */
+    uint64_t dangling_refs;     /* child ids naming no committed object */
+    uint64_t roots_cleared;     /* roots naming no committed object */
+    double seconds;             /* time the recovery took */
+} sal_recovery_report;
+
+/* What the recovery at open found (recovered = 0 if there was none). */
+SAL_API int sal_heap_recovery_report(const sal_heap *heap, sal_recovery_report *out);
 
 /* Close the heap: the roots and every object reachable from them are made
  * durable, then the heap is marked cleanly closed.  All sessions and readers

@@ -276,7 +276,8 @@ static int heap_open_fd(int fd, const sal_options *opt, int writable,
     int err = check_file(fd, &sb, &slot, &slot_index, &durable_index, &rec);
     if (err)
         return err;
-    if (writable && !slot.clean) {
+    int recover = !slot.clean;
+    if (recover && writable && !(opt && (opt->flags & SAL_OPEN_RECOVER))) {
         free(rec);
         return SAL_EUNCLEAN;
     }
@@ -310,8 +311,11 @@ static int heap_open_fd(int fd, const sal_options *opt, int writable,
     h->max_objects = sb.max_objects;
     h->ready_target = opt ? opt->ready_segments : SAL_DEFAULT_READY_SEGMENTS;
 
+    /* A read-only look at an unclean heap recovers in a private mapping:
+     * the rebuilt table lives in this process's memory only. */
     void *base;
-    if ((err = sal_os_map_file(fd, sb.reserve_bytes, writable, &base)))
+    if ((err = sal_os_map_file(fd, sb.reserve_bytes, writable || recover,
+                               !writable && recover, &base)))
         goto fail;
     h->base = base;
     h->fd = fd;
@@ -321,6 +325,8 @@ static int heap_open_fd(int fd, const sal_options *opt, int writable,
     atomic_store(&h->table_ready_bytes,
                  sal_round_up(slot.ids_high_water * 8, SAL_TABLE_CHUNK_BYTES));
     if (writable && (err = sal_table_ensure(h, slot.ids_high_water)))
+        goto fail;
+    if (recover && (err = sal_recover(h, rec, &h->recovery)))
         goto fail;
     if ((err = load_state(h, rec)))
         goto fail;
@@ -456,4 +462,12 @@ int sal_heap_close(sal_heap *h)
     }
     heap_free(h);
     return err;
+}
+
+int sal_heap_recovery_report(const sal_heap *h, sal_recovery_report *out)
+{
+    if (!h || !out)
+        return SAL_EINVAL;
+    *out = h->recovery;
+    return 0;
 }

@@ -191,6 +191,8 @@ struct sal_heap {
     pthread_mutex_t sessions_lock;
     struct sal_session *open_sessions[SAL_MAX_SESSIONS + SAL_MAX_READERS];
 
+    sal_recovery_report recovery;      /* what open's recovery found */
+
     /* provider thread */
     pthread_t provider;
     int provider_running;
@@ -253,6 +255,10 @@ int sal_release_internal(sal_session *s, sal_id id);
 /* Free an object whose count just reached zero, and what dies with it.
  * keep_children: its children were taken over by a copy; do not release. */
 int sal_object_die(sal_session *s, sal_id id, uint64_t entry, int keep_children);
+
+/* recover.c: rebuild the table and the segment records `rec` (the picked
+ * slot's copy) from the last commit. */
+int sal_recover(sal_heap *h, sal_segment_record *rec, sal_recovery_report *rep);
 
 /* sync.c */
 /* Cut, flush per mode, write the next commit slot.  Caller holds

@@ -197,7 +197,8 @@ int sal_os_unlink(const char *path)
     return unlink(path) == 0 ? 0 : errno;
 }
 
-int sal_os_map_file(int fd, uint64_t length, int writable, void **addr_out)
+int sal_os_map_file(int fd, uint64_t length, int writable, int private_copy,
+                    void **addr_out)
 {
     FAULT(SAL_OS_MMAP);
     /* Reserve 2 MiB more than needed and map the file at a 2 MiB boundary
@@ -210,8 +211,8 @@ int sal_os_map_file(int fd, uint64_t length, int writable, void **addr_out)
         return errno;
     char *aligned = (char *)(((uintptr_t)area + align - 1) & ~(uintptr_t)(align - 1));
     int prot = PROT_READ | (writable ? PROT_WRITE : 0);
-    void *p = mmap(aligned, (size_t)length, prot, MAP_SHARED | MAP_NORESERVE | MAP_FIXED,
-                   fd, 0);
+    int share = private_copy ? MAP_PRIVATE : MAP_SHARED;
+    void *p = mmap(aligned, (size_t)length, prot, share | MAP_NORESERVE | MAP_FIXED, fd, 0);
     if (p == MAP_FAILED) {
         int err = errno;
         munmap(area, (size_t)(length + align));

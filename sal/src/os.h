@@ -52,7 +52,10 @@ int sal_os_pwrite(int fd, const void *buf, size_t len, uint64_t offset);
 int sal_os_unlink(const char *path);
 
 /* Mapping */
-int sal_os_map_file(int fd, uint64_t length, int writable, void **addr_out);
+/* private_copy: MAP_PRIVATE, writes stay in this process (a read-only look
+ * that recovers in memory). */
+int sal_os_map_file(int fd, uint64_t length, int writable, int private_copy,
+                    void **addr_out);
 int sal_os_unmap(void *addr, uint64_t length);
 int sal_os_protect_readonly(void *addr, uint64_t length);
 int sal_os_protect_readwrite(void *addr, uint64_t length);

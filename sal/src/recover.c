@@ -1,0 +1,193 @@
+/*
+ * recover.c - rebuild the object table from the last commit after an
+ * unclean stop.
+ *
+ * What can be trusted after a crash is the commit slot that open picked,
+ * its copy of the segment table, and the committed ranges [0, used_bytes)
+ * of the segments that copy lists: committed objects are never written in
+ * place, and their bytes are not reused before a later commit (crash rules
+ * 1 and 2).  The object table cannot be trusted: after a killed process it
+ * holds changes made after the commit, and after a power loss its pages
+ * are a mix of any ages.  So recovery rebuilds it, in three passes, with no
+ * recursion and no memory beyond a worklist:
+ *
+ *  1. Forget: every entry below the high-water mark becomes free, keeping
+ *     only the generation a free entry records.
+ *  2. Sweep: walk every committed range in address order, header by header,
+ *     and record in each header's entry its location (the newest generation
+ *     wins: an older one is a dead object whose entry was reused).
+ *  3. Mark and count: from the committed roots, follow child ids with a
+ *     worklist; the first reference to an object marks it live with count
+ *     1, every further one adds 1.
+ *
+ * Entries left free are the ids nothing committed reaches: cycles included,
+ * which counting alone could never free.  Segments get their live bytes
+ * recounted; a segment with none left is free.
+ */
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "internal.h"
+
+static double now_seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* Is generation a newer than b, on a 24-bit circle? */
+static int gen_newer(uint32_t a, uint32_t b)
+{
+    uint32_t d = (a - b) & SAL_ID_GEN_MASK;
+    return d != 0 && d < (SAL_ID_GEN_MASK + 1) / 2;
+}
+
+static uint32_t entry_gen(uint64_t e) { return (uint32_t)(e >> SAL_ENTRY_RC_SHIFT); }
+
+/* Sweep one committed range; returns the number of damaged headers (the
+ * rest of the segment after one is skipped: its layout is lost). */
+static uint64_t sweep_segment(sal_heap *h, uint64_t seg, uint64_t used, uint64_t hwm,
+                              uint64_t *headers)
+{
+    _Atomic uint64_t *table = h->table;
+    uint64_t start = sal_segment_start(h, seg);
+    uint64_t max_size = sal_max_object_bytes(h);
+    uint64_t off = 0;
+    while (off + sizeof(sal_object_header) <= used) {
+        const sal_object_header *hdr = (const sal_object_header *)(h->base + start + off);
+        if (hdr->id == SAL_NULL_ID) {
+            /* Padding left by a commit's cut: the rest of the page. */
+            off = sal_round_up(off + 1, SAL_PAGE_BYTES);
+            continue;
+        }
+        uint32_t idx = sal_id_index(hdr->id);
+        uint64_t span = sal_object_span(hdr->size_bytes);
+        if (idx == 0 || idx >= hwm || (hdr->id >> 56) || hdr->size_bytes > max_size ||
+            (uint64_t)hdr->nrefs * 8 > hdr->size_bytes || off + span > used)
+            return 1;
+        uint64_t e = atomic_load_explicit(&table[idx], memory_order_relaxed);
+        uint32_t gen = sal_id_gen(hdr->id);
+        if (sal_entry_loc(e) == 0 || gen_newer(gen, entry_gen(e)) || gen == entry_gen(e))
+            atomic_store_explicit(&table[idx],
+                                  sal_entry_make_free((start + off) >> 3, gen),
+                                  memory_order_relaxed);
+        (*headers)++;
+        off += span;
+    }
+    return 0;
+}
+
+typedef struct marker {
+    sal_heap *h;
+    uint64_t hwm;
+    sal_id_vec stack;
+    int64_t *seg_live;
+    sal_recovery_report *rep;
+    int oom;
+} marker;
+
+/* One reference to `id` from a live parent or a root.  Returns 1 if the
+ * reference names a committed object (counted), 0 if it dangles. */
+static int mark_ref(marker *m, sal_id id)
+{
+    sal_heap *h = m->h;
+    uint32_t idx = sal_id_index(id);
+    if (idx == 0 || idx >= m->hwm || (id >> 56)) {
+        m->rep->dangling_refs++;
+        return 0;
+    }
+    _Atomic uint64_t *slot = &h->table[idx];
+    uint64_t e = atomic_load_explicit(slot, memory_order_relaxed);
+    if (!(e & SAL_ENTRY_FREE)) {
+        /* Already marked: one more reference. */
+        if (sal_entry_rc(e) < SAL_ENTRY_RC_MAX)
+            atomic_store_explicit(slot, e + SAL_ENTRY_RC_ONE, memory_order_relaxed);
+        return 1;
+    }
+    uint64_t loc = sal_entry_loc(e);
+    if (loc == 0 || entry_gen(e) != sal_id_gen(id)) {
+        m->rep->dangling_refs++;
+        return 0;
+    }
+    const sal_object_header *hdr = (const sal_object_header *)(h->base + (loc << 3));
+    atomic_store_explicit(slot, loc | SAL_ENTRY_RC_ONE, memory_order_relaxed);
+    uint64_t span = sal_object_span(hdr->size_bytes);
+    m->seg_live[sal_segment_of(h, loc << 3)] += (int64_t)span;
+    m->rep->objects_live++;
+    m->rep->bytes_live += span;
+    if (hdr->nrefs > 0 && sal_id_vec_push(&m->stack, id) != 0)
+        m->oom = 1;
+    return 1;
+}
+
+int sal_recover(sal_heap *h, sal_segment_record *rec, sal_recovery_report *rep)
+{
+    double t0 = now_seconds();
+    memset(rep, 0, sizeof *rep);
+    uint64_t hwm = h->committed.ids_high_water;
+    uint64_t nseg = h->committed.segments_high_water;
+    _Atomic uint64_t *table = h->table;
+
+    /* 1. Forget. */
+    for (uint64_t i = 1; i < hwm; i++) {
+        uint64_t e = atomic_load_explicit(&table[i], memory_order_relaxed);
+        uint32_t gen = 0;
+        if (e & SAL_ENTRY_FREE)
+            gen = entry_gen(e);
+        else if (sal_entry_rc(e) != 0)
+            rep->ids_live_before++;
+        atomic_store_explicit(&table[i], sal_entry_make_free(0, gen), memory_order_relaxed);
+    }
+
+    /* 2. Sweep, in address order. */
+    for (uint64_t s = 0; s < nseg; s++)
+        if (rec[s].state == SAL_SEGREC_USED)
+            rep->damaged_headers += sweep_segment(h, s, rec[s].used_bytes, hwm,
+                                                  &rep->headers_swept);
+
+    /* 3. Mark and count from the roots. */
+    marker m = {.h = h, .hwm = hwm, .rep = rep};
+    m.seg_live = calloc(nseg ? nseg : 1, sizeof *m.seg_live);
+    if (!m.seg_live)
+        return SAL_ENOMEM;
+    for (unsigned r = 0; r < SAL_ROOT_COUNT; r++) {
+        sal_id root = h->committed.roots[r];
+        if (root != SAL_NULL_ID && !mark_ref(&m, root)) {
+            /* The root names nothing that was committed: empty it rather
+             * than leave a heap that points nowhere. */
+            h->committed.roots[r] = SAL_NULL_ID;
+            rep->roots_cleared++;
+        }
+    }
+    while (m.stack.len > 0 && !m.oom) {
+        sal_id id = m.stack.ids[--m.stack.len];
+        uint64_t e = atomic_load_explicit(&table[sal_id_index(id)], memory_order_relaxed);
+        const sal_object_header *hdr =
+            (const sal_object_header *)(h->base + (sal_entry_loc(e) << 3));
+        const sal_id *child = (const sal_id *)(hdr + 1);
+        for (unsigned i = 0; i < hdr->nrefs; i++)
+            if (child[i] != SAL_NULL_ID)
+                (void)mark_ref(&m, child[i]);
+    }
+    sal_id_vec_free(&m.stack);
+    if (m.oom) {
+        free(m.seg_live);
+        return SAL_ENOMEM;
+    }
+
+    /* Segments: live bytes recounted; empty ones are free. */
+    for (uint64_t s = 0; s < nseg; s++) {
+        if (m.seg_live[s] > 0) {
+            rec[s].state = SAL_SEGREC_USED;
+            rec[s].live_bytes = (uint64_t)m.seg_live[s];
+        } else {
+            memset(&rec[s], 0, sizeof rec[s]);
+        }
+    }
+    free(m.seg_live);
+    rep->recovered = 1;
+    rep->seconds = now_seconds() - t0;
+    return 0;
+}
