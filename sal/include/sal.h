@@ -252,6 +252,9 @@ typedef struct sal_recovery_report {
     uint64_t objects_live;      /* objects the committed roots reach */
     uint64_t bytes_live;        /* their headers and payloads */
     uint64_t ids_live_before;   /* table entries live before recovery */
+    int swept;                  /* 1: locations rebuilt from the segments
+                                   (after a reboot); 0: the table's
+                                   locations were used (same boot) */
     uint64_t headers_swept;     /* object headers in committed ranges */
     uint64_t damaged_headers;   /* segments whose committed range stopped
                                    parsing (damage: see the gc-tool) */
@@ -442,6 +445,13 @@ SAL_API int sal_root_cas(sal_session *session, unsigned root, sal_id expected,
  * mprotect/msync/sync_file_range; the previous commit stays intact and the
  * next sync flushes what this one could not. */
 SAL_API int sal_sync(sal_heap *heap, int mode);
+
+/* As sal_sync(), and hands out the committed roots, each retained: a
+ * snapshot of exactly what this commit holds, readable while writers go on.
+ * `roots_out` must hold SAL_ROOT_COUNT ids; release the nonzero ones with
+ * any session.  They are filled whenever the cut was taken, even if the
+ * flush then failed; otherwise they are all SAL_NULL_ID. */
+SAL_API int sal_sync_snapshot(sal_heap *heap, int mode, sal_id *roots_out);
 
 /* ------------------------------------------------------------------------
  * Statistics

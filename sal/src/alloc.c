@@ -55,6 +55,9 @@ void sal_session_flush_ids(sal_session *s)
 void sal_id_recycle(sal_session *s, sal_id id, int committed)
 {
     sal_id next = sal_id_make(sal_id_index(id), sal_id_gen(id) + 1);
+#ifdef SAL_MUTANT_REUSE_ID /* mutant: a committed id reused at once */
+    committed = 0;
+#endif
     if (committed) {
         /* Batched per cut: a batch goes to the heap when the cut changes. */
         uint64_t cut = atomic_load_explicit(&s->heap->cut_epoch, memory_order_acquire);

@@ -326,8 +326,13 @@ static int heap_open_fd(int fd, const sal_options *opt, int writable,
                  sal_round_up(slot.ids_high_water * 8, SAL_TABLE_CHUNK_BYTES));
     if (writable && (err = sal_table_ensure(h, slot.ids_high_water)))
         goto fail;
-    if (recover && (err = sal_recover(h, rec, &h->recovery)))
-        goto fail;
+    if (recover) {
+        uint8_t boot[16];
+        int same_boot = sal_os_boot_id(boot) == 0 &&
+                        memcmp(boot, slot.boot_id, sizeof boot) == 0;
+        if ((err = sal_recover(h, rec, same_boot, &h->recovery)))
+            goto fail;
+    }
     if ((err = load_state(h, rec)))
         goto fail;
     free(rec);
@@ -342,7 +347,7 @@ static int heap_open_fd(int fd, const sal_options *opt, int writable,
 
     if (writable) {
         /* From here on the file says "open": a crash leaves it unclean. */
-        if ((err = sal_commit(h, SAL_SYNC_DURABLE, 0)))
+        if ((err = sal_commit(h, SAL_SYNC_DURABLE, 0, NULL)))
             goto fail;
         if ((err = sal_provider_start(h)))
             goto fail;
@@ -457,7 +462,7 @@ int sal_heap_close(sal_heap *h)
     if (!h->readonly) {
         sal_provider_stop(h);
         pthread_mutex_lock(&h->sync_lock);
-        err = sal_commit(h, SAL_SYNC_DURABLE, 1);
+        err = sal_commit(h, SAL_SYNC_DURABLE, 1, NULL);
         pthread_mutex_unlock(&h->sync_lock);
     }
     heap_free(h);

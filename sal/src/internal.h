@@ -258,12 +258,13 @@ int sal_object_die(sal_session *s, sal_id id, uint64_t entry, int keep_children)
 
 /* recover.c: rebuild the table and the segment records `rec` (the picked
  * slot's copy) from the last commit. */
-int sal_recover(sal_heap *h, sal_segment_record *rec, sal_recovery_report *rep);
+int sal_recover(sal_heap *h, sal_segment_record *rec, int same_boot,
+                sal_recovery_report *rep);
 
 /* sync.c */
 /* Cut, flush per mode, write the next commit slot.  Caller holds
  * sync_lock.  clean = 1 only at close. */
-int sal_commit(sal_heap *h, int mode, int clean);
+int sal_commit(sal_heap *h, int mode, int clean, sal_id *roots_out);
 /* Hand a session's batch of pending ids to the heap. */
 void sal_pending_ids_handover(sal_session *s);
 /* Wait while a cut is in progress (write_begin). */

@@ -9,6 +9,7 @@
 #include "os.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <fcntl.h>
 #include <stdatomic.h>
 #include <string.h>
@@ -78,6 +79,86 @@ int sal_os_fault_set(sal_os_op op, int err, long after, long count)
 }
 void sal_os_fault_clear_all(void) {}
 #define FAULT(op) ((void)0)
+#endif
+
+#if SAL_TEST_HOOKS
+/* Power-loss simulation.  While armed, every durable flush of the mapped
+ * heap is copied into a shadow file: the shadow is what the disk is known
+ * to hold.  After `cut_after` flushes the power is "cut": later flushes no
+ * longer reach the shadow, although the process goes on. */
+static struct {
+    pthread_mutex_t lock;
+    int shadow_fd;
+    char *base;
+    uint64_t length;
+    long flushes, cut_after;
+} powercut = {PTHREAD_MUTEX_INITIALIZER, -1, NULL, 0, 0, -1};
+
+int sal_os_powercut_arm(const char *shadow_path, long cut_after)
+{
+    pthread_mutex_lock(&powercut.lock);
+    if (powercut.shadow_fd >= 0)
+        close(powercut.shadow_fd);
+    powercut.shadow_fd = -1;
+    powercut.base = NULL;
+    powercut.flushes = 0;
+    powercut.cut_after = cut_after;
+    int err = 0;
+    if (shadow_path) {
+        powercut.shadow_fd = open(shadow_path, O_WRONLY | O_CLOEXEC);
+        if (powercut.shadow_fd < 0)
+            err = errno;
+    }
+    pthread_mutex_unlock(&powercut.lock);
+    return err;
+}
+
+long sal_os_powercut_flushes(void)
+{
+    pthread_mutex_lock(&powercut.lock);
+    long n = powercut.flushes;
+    pthread_mutex_unlock(&powercut.lock);
+    return n;
+}
+
+static void powercut_mapped(void *base, uint64_t length)
+{
+    pthread_mutex_lock(&powercut.lock);
+    if (powercut.shadow_fd >= 0) {
+        powercut.base = base;
+        powercut.length = length;
+    }
+    pthread_mutex_unlock(&powercut.lock);
+}
+
+static void powercut_record(const void *addr, uint64_t length)
+{
+    pthread_mutex_lock(&powercut.lock);
+    const char *p = addr;
+    if (powercut.shadow_fd >= 0 && powercut.base && p >= powercut.base &&
+        p + length <= powercut.base + powercut.length &&
+        (powercut.cut_after < 0 || powercut.flushes < powercut.cut_after)) {
+        uint64_t off = (uint64_t)(p - powercut.base);
+        for (uint64_t done = 0; done < length;) {
+            ssize_t w = pwrite(powercut.shadow_fd, p + done, (size_t)(length - done),
+                               (off_t)(off + done));
+            if (w <= 0)
+                break;
+            done += (uint64_t)w;
+        }
+    }
+    powercut.flushes++;
+    pthread_mutex_unlock(&powercut.lock);
+}
+#else
+int sal_os_powercut_arm(const char *shadow_path, long cut_after)
+{
+    (void)shadow_path, (void)cut_after;
+    return ENOSYS;
+}
+long sal_os_powercut_flushes(void) { return 0; }
+#define powercut_mapped(base, length) ((void)0)
+#define powercut_record(addr, length) ((void)0)
 #endif
 
 int sal_os_open(const char *path, int flags, unsigned mode, int *fd_out)
@@ -218,6 +299,8 @@ int sal_os_map_file(int fd, uint64_t length, int writable, int private_copy,
         munmap(area, (size_t)(length + align));
         return err;
     }
+    if (writable && !private_copy)
+        powercut_mapped(p, length);
     /* Large folios where the kernel allows them (transparent huge pages
      * "madvise" or "always"); harmless where it does not. */
     (void)madvise(p, (size_t)length, MADV_HUGEPAGE);
@@ -252,9 +335,11 @@ int sal_os_msync(void *addr, uint64_t length, int synchronous)
     FAULT(SAL_OS_MSYNC);
     if (length == 0)
         return 0;
-    return msync(addr, (size_t)length, synchronous ? MS_SYNC : MS_ASYNC) == 0
-               ? 0
-               : errno;
+    if (msync(addr, (size_t)length, synchronous ? MS_SYNC : MS_ASYNC) != 0)
+        return errno;
+    if (synchronous)
+        powercut_record(addr, length);
+    return 0;
 }
 
 int sal_os_populate_write(void *addr, uint64_t length)

@@ -38,6 +38,16 @@ typedef enum sal_os_op {
 int sal_os_fault_set(sal_os_op op, int err, long after, long count);
 void sal_os_fault_clear_all(void);
 
+/* Power-loss simulation (test builds; ENOSYS otherwise).  Arm with the
+ * path of a shadow file that holds a copy of the heap as it is on "disk";
+ * from then on every durable flush (msync MS_SYNC) of the heap's writable
+ * mapping is copied into it, until `cut_after` flushes have been recorded
+ * (negative: no cut).  A power cut is the shadow plus any subset of the
+ * pages written since.  NULL disarms. */
+int sal_os_powercut_arm(const char *shadow_path, long cut_after);
+/* Durable flushes seen since arming (recorded or past the cut). */
+long sal_os_powercut_flushes(void);
+
 /* File */
 int sal_os_open(const char *path, int flags, unsigned mode, int *fd_out);
 int sal_os_close(int fd);

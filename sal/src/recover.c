@@ -6,19 +6,30 @@
  * its copy of the segment table, and the committed ranges [0, used_bytes)
  * of the segments that copy lists: committed objects are never written in
  * place, and their bytes are not reused before a later commit (crash rules
- * 1 and 2).  The object table cannot be trusted: after a killed process it
- * holds changes made after the commit, and after a power loss its pages
- * are a mix of any ages.  So recovery rebuilds it, in three passes, with no
- * recursion and no memory beyond a worklist:
+ * 1 and 2).  The object table's counts cannot be trusted, and its
+ * locations only in the boot that wrote them:
  *
- *  1. Forget: every entry below the high-water mark becomes free, keeping
- *     only the generation a free entry records.
- *  2. Sweep: walk every committed range in address order, header by header,
- *     and record in each header's entry its location (the newest generation
- *     wins: an older one is a dead object whose entry was reused).
+ *  - after a killed process (same boot: the page cache survived) every
+ *    entry still locates its object: ids released after the commit keep
+ *    their location in the free entry and are not reused before the next
+ *    commit (crash rule 2), so the table only needs recounting;
+ *  - after a reboot (a power loss) the table's pages on disk are a mix of
+ *    any ages, so the locations are rebuilt from the committed segments.
+ *
+ * In passes, with no recursion and no memory beyond a worklist:
+ *
+ *  1. Forget: every entry below the high-water mark becomes free.  After a
+ *     kill it keeps its location; after a reboot only a free entry's
+ *     generation is kept.
+ *  2. Sweep (after a reboot only): walk every committed range in address
+ *     order, header by header, and record in each header's entry its
+ *     location (the newest generation wins: an older one is a dead object
+ *     whose entry was reused).
  *  3. Mark and count: from the committed roots, follow child ids with a
- *     worklist; the first reference to an object marks it live with count
- *     1, every further one adds 1.
+ *     worklist.  A reference is good if its entry locates, inside a
+ *     committed range, a header carrying exactly that id.  The first good
+ *     reference marks the object live with count 1, every further one adds
+ *     1; a bad one is counted as dangling.
  *
  * Entries left free are the ids nothing committed reaches: cycles included,
  * which counting alone could never free.  Segments get their live bytes
@@ -81,6 +92,8 @@ static uint64_t sweep_segment(sal_heap *h, uint64_t seg, uint64_t used, uint64_t
 
 typedef struct marker {
     sal_heap *h;
+    const sal_segment_record *rec;
+    uint64_t nseg;
     uint64_t hwm;
     sal_id_vec stack;
     int64_t *seg_live;
@@ -106,15 +119,26 @@ static int mark_ref(marker *m, sal_id id)
             atomic_store_explicit(slot, e + SAL_ENTRY_RC_ONE, memory_order_relaxed);
         return 1;
     }
-    uint64_t loc = sal_entry_loc(e);
-    if (loc == 0 || entry_gen(e) != sal_id_gen(id)) {
+    /* The entry must locate, inside a committed range, this very object. */
+    uint64_t off = sal_entry_loc(e) << 3;
+    uint64_t seg = off >= h->data_offset ? sal_segment_of(h, off) : UINT64_MAX;
+    if (seg >= m->nseg || m->rec[seg].state != SAL_SEGREC_USED ||
+        off - sal_segment_start(h, seg) + sizeof(sal_object_header) > m->rec[seg].used_bytes) {
         m->rep->dangling_refs++;
         return 0;
     }
-    const sal_object_header *hdr = (const sal_object_header *)(h->base + (loc << 3));
+    const sal_object_header *hdr = (const sal_object_header *)(h->base + off);
+    if (hdr->id != id ||
+        off - sal_segment_start(h, seg) + sal_object_span(hdr->size_bytes) >
+            m->rec[seg].used_bytes ||
+        (uint64_t)hdr->nrefs * 8 > hdr->size_bytes) {
+        m->rep->dangling_refs++;
+        return 0;
+    }
+    uint64_t loc = off >> 3;
     atomic_store_explicit(slot, loc | SAL_ENTRY_RC_ONE, memory_order_relaxed);
     uint64_t span = sal_object_span(hdr->size_bytes);
-    m->seg_live[sal_segment_of(h, loc << 3)] += (int64_t)span;
+    m->seg_live[seg] += (int64_t)span;
     m->rep->objects_live++;
     m->rep->bytes_live += span;
     if (hdr->nrefs > 0 && sal_id_vec_push(&m->stack, id) != 0)
@@ -122,7 +146,8 @@ static int mark_ref(marker *m, sal_id id)
     return 1;
 }
 
-int sal_recover(sal_heap *h, sal_segment_record *rec, sal_recovery_report *rep)
+int sal_recover(sal_heap *h, sal_segment_record *rec, int same_boot,
+                sal_recovery_report *rep)
 {
     double t0 = now_seconds();
     memset(rep, 0, sizeof *rep);
@@ -138,17 +163,19 @@ int sal_recover(sal_heap *h, sal_segment_record *rec, sal_recovery_report *rep)
             gen = entry_gen(e);
         else if (sal_entry_rc(e) != 0)
             rep->ids_live_before++;
-        atomic_store_explicit(&table[i], sal_entry_make_free(0, gen), memory_order_relaxed);
+        uint64_t loc = same_boot ? sal_entry_loc(e) : 0;
+        atomic_store_explicit(&table[i], sal_entry_make_free(loc, gen), memory_order_relaxed);
     }
 
-    /* 2. Sweep, in address order. */
-    for (uint64_t s = 0; s < nseg; s++)
+    /* 2. Sweep, in address order, when the locations are not to be trusted. */
+    rep->swept = !same_boot;
+    for (uint64_t s = 0; !same_boot && s < nseg; s++)
         if (rec[s].state == SAL_SEGREC_USED)
             rep->damaged_headers += sweep_segment(h, s, rec[s].used_bytes, hwm,
                                                   &rep->headers_swept);
 
     /* 3. Mark and count from the roots. */
-    marker m = {.h = h, .hwm = hwm, .rep = rep};
+    marker m = {.h = h, .rec = rec, .nseg = nseg, .hwm = hwm, .rep = rep};
     m.seg_live = calloc(nseg ? nseg : 1, sizeof *m.seg_live);
     if (!m.seg_live)
         return SAL_ENOMEM;

@@ -96,7 +96,7 @@ static void cut_arena(sal_heap *h, sal_session *s)
     atomic_store(&h->segments[seg].used_bytes, mark);
 }
 
-static int cut_take(sal_heap *h, cut *c, int mode)
+static int cut_take(sal_heap *h, cut *c, int mode, sal_id *roots_out)
 {
     memset(c, 0, sizeof *c);
     atomic_store(&h->cut_pending, 1);
@@ -171,8 +171,16 @@ static int cut_take(sal_heap *h, cut *c, int mode)
     s->ids_high_water = atomic_load(&h->ids_high_water);
     s->segments_high_water = n;
     s->file_bytes = atomic_load(&h->file_bytes);
-    for (unsigned r = 0; r < SAL_ROOT_COUNT; r++)
+    for (unsigned r = 0; r < SAL_ROOT_COUNT; r++) {
         s->roots[r] = atomic_load(&h->roots[r]);
+        /* No writer is inside: a root cannot be replaced and released
+         * under this retain. */
+        if (roots_out)
+            roots_out[r] = (!err && s->roots[r] != SAL_NULL_ID &&
+                            sal_retain_internal(h, s->roots[r]) == 0)
+                               ? s->roots[r]
+                               : SAL_NULL_ID;
+    }
     if (!err)
         atomic_store(&h->cut_epoch, s->epoch);
     pthread_mutex_unlock(&h->seg_lock);
@@ -275,13 +283,26 @@ void sal_pending_ids_handover(sal_session *s)
     s->pending_ids.len = 0;
 }
 
-int sal_commit(sal_heap *h, int mode, int clean)
+int sal_commit(sal_heap *h, int mode, int clean, sal_id *roots_out)
 {
     cut c;
-    int err = cut_take(h, &c, mode);
+    int err = cut_take(h, &c, mode, roots_out);
     if (err)
         goto done;
 
+    for (size_t i = 0; i < c.nprotect; i++)
+            if ((err = sal_os_protect_readonly(h->base + c.protect[i].offset,
+                                               c.protect[i].length)))
+                goto done;
+        c.nprotect = 0;
+        size_t nflush = c.nflush;
+        c.nflush = 0;
+        unsigned t = h->durable_slot ^ 1u;
+        if ((err = write_records(h, &c, t, mode)))
+            goto done;
+        c.nflush = nflush;
+    }
+#endif
     for (size_t i = 0; i < c.nprotect; i++)
         if ((err = sal_os_protect_readonly(h->base + c.protect[i].offset,
                                            c.protect[i].length)))
@@ -314,6 +335,11 @@ int sal_commit(sal_heap *h, int mode, int clean)
     memcpy(slot_page, s, sizeof *s);
     if ((err = flush_range(h, (uint64_t)(slot_page - h->base), SAL_PAGE_BYTES, mode)))
         goto done;
+#ifdef SAL_MUTANT_SLOT_FIRST /* mutant: the slot made durable before the data */
+    for (size_t i = 0; i < c.nflush; i++)
+        if ((err = flush_range(h, c.flush[i].offset, c.flush[i].length, mode)))
+            goto done;
+#endif
 
     h->committed = *s;
     if (mode == SAL_SYNC_DURABLE)
@@ -335,8 +361,10 @@ done:
     return err;
 }
 
-int sal_sync(sal_heap *h, int mode)
+int sal_sync_snapshot(sal_heap *h, int mode, sal_id *roots_out)
 {
+    if (roots_out)
+        memset(roots_out, 0, SAL_ROOT_COUNT * sizeof *roots_out);
     if (!h || mode < SAL_SYNC_PROTECT || mode > SAL_SYNC_DURABLE)
         return SAL_EINVAL;
     if (h->readonly)
@@ -344,7 +372,12 @@ int sal_sync(sal_heap *h, int mode)
     if (thread_write_sections > 0)
         return SAL_EBUSY; /* the cut would wait for this thread's section */
     pthread_mutex_lock(&h->sync_lock);
-    int err = sal_commit(h, mode, 0);
+    int err = sal_commit(h, mode, 0, roots_out);
     pthread_mutex_unlock(&h->sync_lock);
     return err;
+}
+
+int sal_sync(sal_heap *h, int mode)
+{
+    return sal_sync_snapshot(h, mode, NULL);
 }
