@@ -291,25 +291,16 @@ int sal_commit(sal_heap *h, int mode, int clean, sal_id *roots_out)
         goto done;
 
     for (size_t i = 0; i < c.nprotect; i++)
-            if ((err = sal_os_protect_readonly(h->base + c.protect[i].offset,
-                                               c.protect[i].length)))
-                goto done;
-        c.nprotect = 0;
-        size_t nflush = c.nflush;
-        c.nflush = 0;
-        unsigned t = h->durable_slot ^ 1u;
-        if ((err = write_records(h, &c, t, mode)))
-            goto done;
-        c.nflush = nflush;
-    }
-#endif
-    for (size_t i = 0; i < c.nprotect; i++)
         if ((err = sal_os_protect_readonly(h->base + c.protect[i].offset,
                                            c.protect[i].length)))
             goto done;
+#if !defined(SAL_MUTANT_SKIP_FLUSH) && !defined(SAL_MUTANT_SLOT_FIRST)
+    /* (Mutants for testing the crash harnesses: SKIP_FLUSH never flushes
+     * the data, SLOT_FIRST flushes it only after the slot.) */
     for (size_t i = 0; i < c.nflush; i++)
         if ((err = flush_range(h, c.flush[i].offset, c.flush[i].length, mode)))
             goto done;
+#endif
     /* Never overwrite the newest slot of either kind: it is what open falls
      * back on if this commit does not complete. */
     unsigned target = mode == SAL_SYNC_DURABLE ? h->durable_slot ^ 1u
