@@ -182,6 +182,11 @@ typedef struct sal_session sal_session;
 #define SAL_OPEN_RECOVER 0x2u  /* if the heap was not closed cleanly,
                                   recover it (see sal_heap_open) instead
                                   of failing with SAL_EUNCLEAN */
+#define SAL_OPEN_REPAIR 0x4u   /* recover even if the heap was closed
+                                  cleanly, and rebuild every object's
+                                  location from the committed segments
+                                  instead of trusting the object table (the
+                                  gc-tool's repair) */
 #define SAL_OPEN_READONLY 0x1u /* map read-only; no sessions, readers only.
                                   Works on a heap that was not closed
                                   cleanly.  Nothing can change or die in a

@@ -276,8 +276,10 @@ static int heap_open_fd(int fd, const sal_options *opt, int writable,
     int err = check_file(fd, &sb, &slot, &slot_index, &durable_index, &rec);
     if (err)
         return err;
-    int recover = !slot.clean;
-    if (recover && writable && !(opt && (opt->flags & SAL_OPEN_RECOVER))) {
+    unsigned flags = opt ? opt->flags : 0;
+    int repair = (flags & SAL_OPEN_REPAIR) != 0;
+    int recover = !slot.clean || repair;
+    if (recover && writable && !(flags & (SAL_OPEN_RECOVER | SAL_OPEN_REPAIR))) {
         free(rec);
         return SAL_EUNCLEAN;
     }
@@ -328,7 +330,7 @@ static int heap_open_fd(int fd, const sal_options *opt, int writable,
         goto fail;
     if (recover) {
         uint8_t boot[16];
-        int same_boot = sal_os_boot_id(boot) == 0 &&
+        int same_boot = !repair && sal_os_boot_id(boot) == 0 &&
                         memcmp(boot, slot.boot_id, sizeof boot) == 0;
         if ((err = sal_recover(h, rec, same_boot, &h->recovery)))
             goto fail;
