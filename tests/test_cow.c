@@ -1,0 +1,614 @@
+/*
+ * test_cow.c - copy-on-write: in place only when unique, uncommitted and
+ * reached through a writable parent; otherwise a copy under a new id with
+ * the children retained, stored where the old id was; path copying under a
+ * snapshot leaves the snapshot untouched.
+ */
+#include "test_util.h"
+
+static sal_heap *open_small(tu_ctx *c, sal_session **s)
+{
+    sal_options o = tu_small_options();
+    sal_heap *h;
+    TU_OK(sal_heap_create(c->path, &o, &h));
+    TU_OK(sal_session_open(h, s));
+    return h;
+}
+
+static void close_all(sal_heap *h, sal_session *s)
+{
+    TU_OK(sal_session_close(s));
+    TU_OK(sal_heap_close(h));
+}
+
+static sal_object_info info_of(sal_session *s, sal_id id)
+{
+    sal_object_info info;
+    TU_OK(sal_info(s, id, &info));
+    return info;
+}
+
+static uint32_t rc_of(sal_session *s, sal_id id) { return info_of(s, id).refcount; }
+
+static void expect_stale(sal_session *s, sal_id id)
+{
+    sal_object_info info;
+    TU_ERR(sal_info(s, id, &info), SAL_ESTALE);
+}
+
+/* Check an object's payload (after its child slots) against a key. */
+static void expect_payload(sal_session *s, sal_id id, size_t size, unsigned nrefs, uint64_t key)
+{
+    const void *p;
+    TU_OK(sal_read_begin(s));
+    TU_OK(sal_read(s, id, &p));
+    size_t bad = tu_check(p, size, nrefs * 8, key);
+    TU_OK(sal_read_end(s));
+    if (bad != TU_CHECK_OK)
+        fail_msg("object %#" PRIx64 ": byte %zu differs from key %" PRIu64, id, bad, key);
+}
+
+static sal_id slot_of(sal_session *s, sal_id id, unsigned slot)
+{
+    const void *p;
+    TU_OK(sal_read_begin(s));
+    TU_OK(sal_read(s, id, &p));
+    sal_id v = ((const sal_id *)p)[slot];
+    TU_OK(sal_read_end(s));
+    return v;
+}
+
+/* ---------------------------------------------------------------------
+ * sal_write
+ * --------------------------------------------------------------------- */
+
+static void write_unique_in_place(void **state)
+{
+    tu_ctx *c = *state;
+    sal_session *s;
+    sal_heap *h = open_small(c, &s);
+    sal_id a;
+    void *p, *w;
+    TU_OK(sal_write_begin(s));
+    TU_OK(sal_alloc(s, 64, 0, 1, &a, &p));
+    tu_fill(p, 64, 0, 1);
+    /* In the section that allocated it. */
+    sal_id w_id = a;
+    TU_OK(sal_write(s, &w_id, &w));
+    assert_int_equal(w_id, a);
+    assert_ptr_equal(w, p);
+    TU_OK(sal_write_end(s));
+
+    /* In a later section: still unique and uncommitted, so in place. */
+    TU_OK(sal_write_begin(s));
+    w_id = a;
+    TU_OK(sal_write(s, &w_id, &w));
+    assert_int_equal(w_id, a);
+    assert_int_equal(tu_check(w, 64, 0, 1), TU_CHECK_OK);
+    tu_fill(w, 64, 0, 2);
+    /* Twice in one section: same again. */
+    void *w2;
+    TU_OK(sal_write(s, &w_id, &w2));
+    assert_int_equal(w_id, a);
+    assert_ptr_equal(w2, w);
+    TU_OK(sal_write_end(s));
+    expect_payload(s, a, 64, 0, 2);
+    sal_object_info info = info_of(s, a);
+    assert_int_equal(info.refcount, 1);
+    assert_int_equal(info.committed, 0);
+    assert_int_equal(tu_stats(h).live_objects, 1);
+    TU_OK(sal_release(s, a));
+    close_all(h, s);
+}
+
+static void write_shared_copies(void **state)
+{
+    tu_ctx *c = *state;
+    sal_session *s;
+    sal_heap *h = open_small(c, &s);
+    sal_id a, c1, c2;
+    void *p;
+    TU_OK(sal_write_begin(s));
+    TU_OK(sal_alloc(s, 8, 0, 0, &c1, &p));
+    TU_OK(sal_alloc(s, 8, 0, 0, &c2, &p));
+    TU_OK(sal_alloc(s, 100, 3, 42, &a, &p));
+    TU_OK(sal_set_child(s, a, 0, c1));
+    TU_OK(sal_set_child(s, a, 2, c2));
+    tu_fill(p, 100, 24, 7);
+    TU_OK(sal_write_end(s));
+
+    TU_OK(sal_retain(s, a)); /* a is shared: refcount 2 */
+    assert_int_equal(rc_of(s, a), 2);
+    assert_int_equal(tu_stats(h).live_objects, 3);
+
+    TU_OK(sal_write_begin(s));
+    sal_id w_id = a;
+    void *w;
+    TU_OK(sal_write(s, &w_id, &w));
+    assert_int_not_equal(w_id, a);
+    /* The copy: same size, type, children, payload. */
+    const sal_id *ws = w;
+    assert_int_equal(ws[0], c1);
+    assert_int_equal(ws[1], SAL_NULL_ID);
+    assert_int_equal(ws[2], c2);
+    assert_int_equal(tu_check(w, 100, 24, 7), TU_CHECK_OK);
+    tu_fill(w, 100, 24, 8); /* change the copy */
+    TU_OK(sal_write_end(s));
+
+    sal_object_info ci = info_of(s, w_id);
+    assert_int_equal(ci.size_bytes, 100);
+    assert_int_equal(ci.nrefs, 3);
+    assert_int_equal(ci.type, 42);
+    assert_int_equal(ci.refcount, 1);
+    assert_int_equal(ci.committed, 0);
+    /* The old object lost our reference (passed in) but kept the other. */
+    assert_int_equal(rc_of(s, a), 1);
+    expect_payload(s, a, 100, 3, 7);
+    expect_payload(s, w_id, 100, 3, 8);
+    /* Children are retained by the copy. */
+    assert_int_equal(rc_of(s, c1), 2);
+    assert_int_equal(rc_of(s, c2), 2);
+    assert_int_equal(tu_stats(h).live_objects, 4);
+
+    /* Dropping the old one: children back to 1, owned by the copy. */
+    TU_OK(sal_release(s, a));
+    expect_stale(s, a);
+    assert_int_equal(rc_of(s, c1), 1);
+    assert_int_equal(rc_of(s, c2), 1);
+    /* The copy is now written in place. */
+    TU_OK(sal_write_begin(s));
+    sal_id w2 = w_id;
+    TU_OK(sal_write(s, &w2, &w));
+    assert_int_equal(w2, w_id);
+    TU_OK(sal_write_end(s));
+    TU_OK(sal_release(s, w_id));
+    sal_heap_stats st = tu_stats(h);
+    assert_int_equal(st.live_objects, 0);
+    assert_int_equal(st.live_bytes, 0);
+    close_all(h, s);
+}
+
+/* After a reopen every object is committed: sal_write copies even at
+ * refcount 1.  The original is dying (our reference was its only one), so
+ * the copy takes its children over: their counts stay 1. */
+static void write_committed_copies(void **state)
+{
+    tu_ctx *c = *state;
+    sal_session *s;
+    sal_heap *h = open_small(c, &s);
+    sal_id a, ch;
+    void *p;
+    TU_OK(sal_write_begin(s));
+    TU_OK(sal_alloc(s, 8, 0, 0, &ch, &p));
+    tu_fill(p, 8, 0, 99);
+    TU_OK(sal_alloc(s, 48, 1, 3, &a, &p));
+    TU_OK(sal_set_child(s, a, 0, ch));
+    tu_fill(p, 48, 8, 5);
+    TU_OK(sal_write_end(s));
+    TU_OK(tu_root_set(s, 0, a));
+    close_all(h, s);
+
+    TU_OK(sal_heap_open(c->path, NULL, &h));
+    TU_OK(sal_session_open(h, &s));
+    sal_id r;
+    TU_OK(sal_root_get(s, 0, &r));
+    assert_int_equal(r, a);
+    TU_OK(tu_root_set(s, 0, SAL_NULL_ID)); /* now we hold the only reference */
+    sal_object_info info = info_of(s, a);
+    assert_int_equal(info.refcount, 1);
+    assert_int_equal(info.committed, 1);
+    assert_int_equal(info_of(s, ch).committed, 1);
+
+    TU_OK(sal_write_begin(s));
+    void *w;
+    TU_OK(sal_write(s, &r, &w));
+    assert_int_not_equal(r, a);
+    assert_int_equal(((sal_id *)w)[0], ch);
+    assert_int_equal(tu_check(w, 48, 8, 5), TU_CHECK_OK);
+    tu_fill(w, 48, 8, 6);
+    TU_OK(sal_write_end(s));
+    /* The original died: its only reference was passed to sal_write. */
+    expect_stale(s, a);
+    assert_int_equal(rc_of(s, ch), 1);
+    info = info_of(s, r);
+    assert_int_equal(info.committed, 0);
+    assert_int_equal(info.refcount, 1);
+    assert_int_equal(tu_stats(h).live_objects, 2);
+    TU_OK(tu_root_set(s, 0, r));
+    close_all(h, s);
+
+    TU_OK(sal_heap_open(c->path, NULL, &h));
+    TU_OK(sal_session_open(h, &s));
+    sal_id r2;
+    TU_OK(sal_root_get(s, 0, &r2));
+    assert_int_equal(r2, r);
+    expect_payload(s, r2, 48, 1, 6);
+    assert_int_equal(slot_of(s, r2, 0), ch);
+    expect_payload(s, ch, 8, 0, 99);
+    assert_int_equal(tu_stats(h).live_objects, 2);
+    TU_OK(sal_release(s, r2));
+    close_all(h, s);
+}
+
+/* ---------------------------------------------------------------------
+ * sal_write_child and sal_set_child
+ * --------------------------------------------------------------------- */
+
+static void write_child_unique_in_place(void **state)
+{
+    tu_ctx *c = *state;
+    sal_session *s;
+    sal_heap *h = open_small(c, &s);
+    sal_id parent, child;
+    void *p, *cp;
+    TU_OK(sal_write_begin(s));
+    TU_OK(sal_alloc(s, 16, 2, 0, &parent, &p));
+    TU_OK(sal_alloc(s, 32, 0, 0, &child, &cp));
+    tu_fill(cp, 32, 0, 1);
+    TU_OK(sal_set_child(s, parent, 1, child));
+    sal_id got = 0;
+    void *w;
+    TU_OK(sal_write_child(s, parent, 1, &got, &w));
+    assert_int_equal(got, child);
+    assert_ptr_equal(w, cp);
+    TU_OK(sal_write_end(s));
+
+    /* Next section: parent made writable through sal_write (in place),
+     * then the unique child in place too. */
+    TU_OK(sal_write_begin(s));
+    sal_id pw = parent;
+    TU_OK(sal_write(s, &pw, &p));
+    assert_int_equal(pw, parent);
+    TU_OK(sal_write_child(s, parent, 1, &got, &w));
+    assert_int_equal(got, child);
+    tu_fill(w, 32, 0, 2);
+    /* child_id_out may be NULL */
+    TU_OK(sal_write_child(s, parent, 1, NULL, &w));
+    TU_OK(sal_write_end(s));
+    expect_payload(s, child, 32, 0, 2);
+    assert_int_equal(slot_of(s, parent, 1), child);
+    assert_int_equal(rc_of(s, child), 1);
+    assert_int_equal(tu_stats(h).live_objects, 2);
+    TU_OK(sal_release(s, parent));
+    assert_int_equal(tu_stats(h).live_objects, 0);
+    close_all(h, s);
+}
+
+static void write_child_shared_copies(void **state)
+{
+    tu_ctx *c = *state;
+    sal_session *s;
+    sal_heap *h = open_small(c, &s);
+    sal_id parent, child, grand;
+    void *p, *cp;
+    TU_OK(sal_write_begin(s));
+    TU_OK(sal_alloc(s, 24, 3, 0, &parent, &p));
+    TU_OK(sal_alloc(s, 8, 0, 0, &grand, &cp));
+    TU_OK(sal_alloc(s, 40, 1, 6, &child, &cp));
+    tu_fill(cp, 40, 8, 10);
+    TU_OK(sal_set_child(s, child, 0, grand));
+    TU_OK(sal_set_child(s, parent, 2, child));
+    TU_OK(sal_retain(s, child)); /* we share the child with the parent */
+    sal_id got;
+    void *w;
+    TU_OK(sal_write_child(s, parent, 2, &got, &w));
+    assert_int_not_equal(got, child);
+    assert_int_equal(((sal_id *)w)[0], grand);
+    assert_int_equal(tu_check(w, 40, 8, 10), TU_CHECK_OK);
+    tu_fill(w, 40, 8, 11);
+    /* The new id is in the parent's slot. */
+    assert_int_equal(((sal_id *)p)[2], got);
+    /* Writing it again in this section: in place now. */
+    sal_id got2;
+    void *w2;
+    TU_OK(sal_write_child(s, parent, 2, &got2, &w2));
+    assert_int_equal(got2, got);
+    assert_ptr_equal(w2, w);
+    TU_OK(sal_write_end(s));
+
+    assert_int_equal(slot_of(s, parent, 2), got);
+    /* The parent's reference to the old child was released; ours stays. */
+    assert_int_equal(rc_of(s, child), 1);
+    assert_int_equal(rc_of(s, got), 1);
+    assert_int_equal(rc_of(s, grand), 2); /* old child and its copy */
+    expect_payload(s, child, 40, 1, 10);  /* the old child unchanged */
+    expect_payload(s, got, 40, 1, 11);
+    sal_object_info ci = info_of(s, got);
+    assert_int_equal(ci.type, 6);
+    assert_int_equal(ci.size_bytes, 40);
+    assert_int_equal(ci.nrefs, 1);
+    TU_OK(sal_release(s, child));
+    expect_stale(s, child);
+    assert_int_equal(rc_of(s, grand), 1);
+    TU_OK(sal_release(s, parent));
+    assert_int_equal(tu_stats(h).live_objects, 0);
+    close_all(h, s);
+}
+
+static void write_child_committed_copies(void **state)
+{
+    tu_ctx *c = *state;
+    sal_session *s;
+    sal_heap *h = open_small(c, &s);
+    sal_id parent, child;
+    void *p;
+    TU_OK(sal_write_begin(s));
+    TU_OK(sal_alloc(s, 16, 1, 0, &parent, &p));
+    tu_fill(p, 16, 8, 1);
+    TU_OK(sal_alloc(s, 16, 0, 0, &child, &p));
+    tu_fill(p, 16, 0, 2);
+    TU_OK(sal_set_child(s, parent, 0, child));
+    TU_OK(sal_write_end(s));
+    TU_OK(tu_root_set(s, 0, parent));
+    close_all(h, s);
+
+    TU_OK(sal_heap_open(c->path, NULL, &h));
+    TU_OK(sal_session_open(h, &s));
+    sal_id r;
+    TU_OK(sal_root_get(s, 0, &r));
+    TU_OK(sal_write_begin(s));
+    /* A committed parent is not writable until sal_write made it so. */
+    void *w;
+    TU_ERR(sal_write_child(s, r, 0, NULL, &w), SAL_ENOTWRITABLE);
+    TU_OK(sal_write(s, &r, &w));
+    assert_int_not_equal(r, parent);
+    /* The child is committed (refcount 2 now: old parent + copy): copied. */
+    sal_id got;
+    TU_OK(sal_write_child(s, r, 0, &got, &w));
+    assert_int_not_equal(got, child);
+    assert_int_equal(tu_check(w, 16, 0, 2), TU_CHECK_OK);
+    tu_fill(w, 16, 0, 3);
+    TU_OK(sal_write_end(s));
+    TU_OK(tu_root_set(s, 0, r)); /* the old parent dies, and its child */
+    expect_stale(s, parent);
+    expect_stale(s, child);
+    assert_int_equal(tu_stats(h).live_objects, 2);
+    close_all(h, s);
+
+    TU_OK(sal_heap_open(c->path, NULL, &h));
+    TU_OK(sal_session_open(h, &s));
+    sal_id r2;
+    TU_OK(sal_root_get(s, 0, &r2));
+    assert_int_equal(r2, r);
+    assert_int_equal(slot_of(s, r2, 0), got);
+    expect_payload(s, got, 16, 0, 3);
+    expect_payload(s, r2, 16, 1, 1);
+
+    /* Committed child whose refcount is 1 (its parent is a fresh,
+     * dying-original copy that took it over): still copied. */
+    TU_OK(tu_root_set(s, 0, SAL_NULL_ID)); /* we hold the only reference */
+    TU_OK(sal_write_begin(s));
+    TU_OK(sal_write(s, &r2, &w));
+    assert_int_not_equal(r2, r);
+    assert_int_equal(rc_of(s, got), 1);
+    assert_int_equal(info_of(s, got).committed, 1);
+    sal_id got3;
+    TU_OK(sal_write_child(s, r2, 0, &got3, &w));
+    assert_int_not_equal(got3, got);
+    TU_OK(sal_write_end(s));
+    expect_stale(s, got);
+    TU_OK(sal_release(s, r2));
+    assert_int_equal(tu_stats(h).live_objects, 0);
+    close_all(h, s);
+}
+
+static void set_child_releases_old(void **state)
+{
+    tu_ctx *c = *state;
+    sal_session *s;
+    sal_heap *h = open_small(c, &s);
+    sal_id parent, a, b, keep;
+    void *p;
+    TU_OK(sal_write_begin(s));
+    TU_OK(sal_alloc(s, 16, 2, 0, &parent, &p));
+    TU_OK(sal_alloc(s, 8, 0, 0, &a, &p));
+    TU_OK(sal_alloc(s, 8, 0, 0, &b, &p));
+    TU_OK(sal_alloc(s, 8, 0, 0, &keep, &p));
+    TU_OK(sal_set_child(s, parent, 0, a));
+    TU_OK(sal_set_child(s, parent, 0, b)); /* a dies */
+    expect_stale(s, a);
+    TU_OK(sal_retain(s, keep));
+    TU_OK(sal_set_child(s, parent, 1, keep));
+    assert_int_equal(rc_of(s, keep), 2);
+    TU_OK(sal_set_child(s, parent, 1, SAL_NULL_ID)); /* keep survives */
+    assert_int_equal(rc_of(s, keep), 1);
+    TU_OK(sal_set_child(s, parent, 0, SAL_NULL_ID)); /* b dies */
+    expect_stale(s, b);
+    TU_OK(sal_set_child(s, parent, 0, SAL_NULL_ID)); /* null over null */
+    TU_OK(sal_write_end(s));
+    assert_int_equal(slot_of(s, parent, 0), SAL_NULL_ID);
+    assert_int_equal(slot_of(s, parent, 1), SAL_NULL_ID);
+    assert_int_equal(tu_stats(h).live_objects, 2);
+    TU_OK(sal_release(s, parent));
+    TU_OK(sal_release(s, keep));
+    assert_int_equal(tu_stats(h).live_objects, 0);
+    close_all(h, s);
+}
+
+/* Write access to a child is asked of its writable parent: a parent that
+ * is shared, committed, or only writable in an earlier section is not. */
+static void parent_not_writable(void **state)
+{
+    tu_ctx *c = *state;
+    sal_session *s;
+    sal_heap *h = open_small(c, &s);
+    sal_id parent, child;
+    void *p;
+    TU_OK(sal_write_begin(s));
+    TU_OK(sal_alloc(s, 16, 2, 0, &parent, &p));
+    TU_OK(sal_alloc(s, 8, 0, 0, &child, &p));
+    TU_OK(sal_set_child(s, parent, 0, child));
+    /* slot out of range, and an empty slot */
+    TU_ERR(sal_write_child(s, parent, 2, NULL, &p), SAL_EINVAL);
+    TU_ERR(sal_write_child(s, parent, 1, NULL, &p), SAL_EINVAL);
+    TU_ERR(sal_set_child(s, parent, 2, SAL_NULL_ID), SAL_EINVAL);
+    TU_OK(sal_write_end(s));
+
+    /* An earlier section's write access has ended. */
+    TU_OK(sal_write_begin(s));
+    TU_ERR(sal_write_child(s, parent, 0, NULL, &p), SAL_ENOTWRITABLE);
+    TU_ERR(sal_set_child(s, parent, 1, SAL_NULL_ID), SAL_ENOTWRITABLE);
+    TU_OK(sal_write_end(s));
+
+    /* A shared parent is not writable. */
+    TU_OK(sal_retain(s, parent));
+    TU_OK(sal_write_begin(s));
+    TU_ERR(sal_write_child(s, parent, 0, NULL, &p), SAL_ENOTWRITABLE);
+    TU_ERR(sal_set_child(s, parent, 1, SAL_NULL_ID), SAL_ENOTWRITABLE);
+    TU_OK(sal_write_end(s));
+    TU_OK(sal_release(s, parent));
+
+    /* Outside a section: no write access at all. */
+    TU_ERR(sal_write_child(s, parent, 0, NULL, &p), SAL_ENOSECTION);
+
+    /* Another session's write section does not make it writable here. */
+    sal_session *s2;
+    TU_OK(sal_session_open(h, &s2));
+    TU_OK(sal_write_begin(s));
+    sal_id pw = parent;
+    TU_OK(sal_write(s, &pw, &p));
+    assert_int_equal(pw, parent);
+    TU_OK(sal_write_begin(s2));
+    TU_ERR(sal_write_child(s2, parent, 0, NULL, &p), SAL_ENOTWRITABLE);
+    TU_OK(sal_write_end(s2));
+    TU_OK(sal_write_child(s, parent, 0, NULL, &p));
+    TU_OK(sal_write_end(s));
+    TU_OK(sal_session_close(s2));
+    assert_int_equal(tu_stats(h).live_objects, 2);
+
+    /* A child's slot may not be written through an id that only the
+     * parent holds, unless its parent grants it: write_child on a
+     * not-writable child-of-child. */
+    TU_OK(sal_release(s, parent));
+    assert_int_equal(tu_stats(h).live_objects, 0);
+    close_all(h, s);
+}
+
+/* ---------------------------------------------------------------------
+ * Path copying under a snapshot
+ * --------------------------------------------------------------------- */
+
+enum { DEPTH = 8, FAN = 4 };
+
+/* A complete FAN-ary tree of DEPTH levels; node payload: FAN child slots
+ * (leaves: none) + a u64 value. */
+static sal_id build_tree(sal_session *s, int depth, uint64_t *counter)
+{
+    unsigned nrefs = depth > 1 ? FAN : 0;
+    sal_id id;
+    void *p;
+    TU_OK(sal_alloc(s, nrefs * 8 + 8, nrefs, (unsigned)depth, &id, &p));
+    ((uint64_t *)p)[nrefs] = (*counter)++;
+    for (unsigned k = 0; k < nrefs; k++) {
+        sal_id ch = build_tree(s, depth - 1, counter);
+        TU_OK(sal_set_child(s, id, k, ch));
+    }
+    return id;
+}
+
+static uint64_t tree_nodes(int depth)
+{
+    uint64_t n = 0, level = 1;
+    for (int d = 0; d < depth; d++, level *= FAN)
+        n += level;
+    return n;
+}
+
+static void path_copy_under_snapshot(void **state)
+{
+    tu_ctx *c = *state;
+    sal_session *s;
+    sal_heap *h = open_small(c, &s);
+    uint64_t counter = 0;
+    TU_OK(sal_write_begin(s));
+    sal_id root = build_tree(s, DEPTH, &counter);
+    TU_OK(sal_write_end(s));
+    const uint64_t nodes = tree_nodes(DEPTH);
+    assert_int_equal(counter, nodes);
+    TU_OK(tu_root_set(s, 0, root));
+    assert_int_equal(tu_stats(h).live_objects, nodes);
+
+    sal_id snap;
+    TU_OK(sal_root_get(s, 0, &snap));
+    assert_int_equal(snap, root);
+
+    /* Record the path of old ids: always slot 1. */
+    sal_id old_path[DEPTH];
+    old_path[0] = snap;
+    for (int d = 1; d < DEPTH; d++)
+        old_path[d] = slot_of(s, old_path[d - 1], 1);
+
+    sal_id work;
+    TU_OK(sal_root_get(s, 0, &work));
+    TU_OK(sal_write_begin(s));
+    void *w;
+    TU_OK(sal_write(s, &work, &w));
+    assert_int_not_equal(work, snap);
+    sal_id cur = work;
+    sal_id new_path[DEPTH];
+    new_path[0] = work;
+    for (int d = 1; d < DEPTH; d++) {
+        sal_id got;
+        TU_OK(sal_write_child(s, cur, 1, &got, &w));
+        if (got == old_path[d])
+            fail_msg("depth %d: the node under a snapshot was written in place", d);
+        new_path[d] = got;
+        cur = got;
+    }
+    unsigned leaf_nrefs = 0;
+    ((uint64_t *)w)[leaf_nrefs] = 1000000;
+    TU_OK(sal_write_end(s));
+    TU_OK(tu_root_set(s, 0, work));
+
+    /* The snapshot is unchanged: same ids along the path, same values. */
+    for (int d = 1; d < DEPTH; d++)
+        assert_int_equal(slot_of(s, old_path[d - 1], 1), old_path[d]);
+    const void *lp;
+    TU_OK(sal_read_begin(s));
+    TU_OK(sal_read(s, old_path[DEPTH - 1], &lp));
+    assert_int_not_equal(((const uint64_t *)lp)[0], 1000000);
+    TU_OK(sal_read(s, new_path[DEPTH - 1], &lp));
+    assert_int_equal(((const uint64_t *)lp)[0], 1000000);
+    TU_OK(sal_read_end(s));
+    /* Off-path subtrees are shared by both versions. */
+    for (int d = 0; d < DEPTH - 1; d++) {
+        sal_id sib_old = slot_of(s, old_path[d], 0);
+        sal_id sib_new = slot_of(s, new_path[d], 0);
+        assert_int_equal(sib_old, sib_new);
+        assert_int_equal(rc_of(s, sib_old), 2);
+    }
+    for (int d = 0; d < DEPTH; d++) {
+        assert_int_equal(rc_of(s, old_path[d]), 1);
+        assert_int_equal(rc_of(s, new_path[d]), 1);
+    }
+    assert_int_equal(tu_stats(h).live_objects, nodes + DEPTH);
+
+    /* Releasing the snapshot frees exactly the old path. */
+    TU_OK(sal_release(s, snap));
+    assert_int_equal(tu_stats(h).live_objects, nodes);
+    for (int d = 0; d < DEPTH; d++)
+        expect_stale(s, old_path[d]);
+    for (int d = 0; d < DEPTH - 1; d++)
+        assert_int_equal(rc_of(s, slot_of(s, new_path[d], 0)), 1);
+    TU_OK(tu_root_set(s, 0, SAL_NULL_ID));
+    assert_int_equal(tu_stats(h).live_objects, 0);
+    assert_int_equal(tu_stats(h).live_bytes, 0);
+    close_all(h, s);
+}
+
+int main(int argc, char **argv)
+{
+    tu_init(argc, argv);
+    const struct CMUnitTest tests[] = {
+        TU_TEST(write_unique_in_place),
+        TU_TEST(write_shared_copies),
+        TU_TEST(write_committed_copies),
+        TU_TEST(write_child_unique_in_place),
+        TU_TEST(write_child_shared_copies),
+        TU_TEST(write_child_committed_copies),
+        TU_TEST(set_child_releases_old),
+        TU_TEST(parent_not_writable),
+        TU_TEST(path_copy_under_snapshot),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,787 @@
+/*
+ * test_object.c - objects: allocation, reading, info, retain/release,
+ * iterative freeing (a 10-million-long chain on a 64 KiB stack), stale ids
+ * (also after their slot is reused), id and space reuse.
+ *
+ * ctest runs this file twice: `object` (everything but chain_*) and
+ * `object_chain` (the big chain tests).
+ */
+#include "test_util.h"
+
+static sal_heap *open_small(tu_ctx *c, sal_session **s)
+{
+    sal_options o = tu_small_options();
+    sal_heap *h;
+    TU_OK(sal_heap_create(c->path, &o, &h));
+    TU_OK(sal_session_open(h, s));
+    return h;
+}
+
+static void close_all(sal_heap *h, sal_session *s)
+{
+    TU_OK(sal_session_close(s));
+    TU_OK(sal_heap_close(h));
+}
+
+static uint32_t refcount_of(sal_session *s, sal_id id)
+{
+    sal_object_info info;
+    TU_OK(sal_info(s, id, &info));
+    return info.refcount;
+}
+
+static void expect_stale(sal_session *s, sal_id id, const char *what)
+{
+    sal_object_info info;
+    const void *p;
+    int rc;
+    if ((rc = sal_info(s, id, &info)) != SAL_ESTALE)
+        fail_msg("%s: sal_info(%#" PRIx64 ") = %d (%s), expected SAL_ESTALE", what, id, rc,
+                 sal_strerror(rc));
+    TU_OK(sal_read_begin(s));
+    rc = sal_read(s, id, &p);
+    TU_OK(sal_read_end(s));
+    if (rc != SAL_ESTALE)
+        fail_msg("%s: sal_read(%#" PRIx64 ") = %d (%s), expected SAL_ESTALE", what, id, rc,
+                 sal_strerror(rc));
+    if ((rc = sal_retain(s, id)) != SAL_ESTALE)
+        fail_msg("%s: sal_retain(%#" PRIx64 ") = %d (%s), expected SAL_ESTALE", what, id, rc,
+                 sal_strerror(rc));
+    if ((rc = sal_release(s, id)) != SAL_ESTALE)
+        fail_msg("%s: sal_release(%#" PRIx64 ") = %d (%s), expected SAL_ESTALE", what, id, rc,
+                 sal_strerror(rc));
+}
+
+/* ---------------------------------------------------------------------
+ * Basics
+ * --------------------------------------------------------------------- */
+
+static void alloc_read_info(void **state)
+{
+    tu_ctx *c = *state;
+    sal_session *s;
+    sal_heap *h = open_small(c, &s);
+    struct {
+        size_t size;
+        unsigned nrefs, type;
+    } cases[] = {{0, 0, 0},     {1, 0, 1},       {7, 0, 2},      {8, 1, 3},   {9, 1, 4},
+                 {100, 3, 255}, {4096, 0, 128},  {4096, 512, 9}, {65536, 0, 7},
+                 {8 * SAL_MAX_REFS, SAL_MAX_REFS, 77}};
+    enum { N = sizeof(cases) / sizeof(cases[0]) };
+    sal_id ids[N];
+    sal_heap_stats st0 = tu_stats(h);
+    uint64_t live_bytes = st0.live_bytes;
+    TU_OK(sal_write_begin(s));
+    for (int i = 0; i < N; i++) {
+        void *p = NULL;
+        ids[i] = SAL_NULL_ID;
+        TU_OK(sal_alloc(s, cases[i].size, cases[i].nrefs, cases[i].type, &ids[i], &p));
+        assert_int_not_equal(ids[i], SAL_NULL_ID);
+        assert_int_equal(ids[i] >> 56, 0); /* bits 56..63 are zero */
+        assert_non_null(p);
+        assert_int_equal((uintptr_t)p % 8, 0);
+        for (unsigned k = 0; k < cases[i].nrefs; k++)
+            assert_int_equal(((sal_id *)p)[k], SAL_NULL_ID);
+        tu_fill(p, cases[i].size, cases[i].nrefs * 8, (uint64_t)i);
+        for (int j = 0; j < i; j++)
+            assert_int_not_equal(ids[i], ids[j]);
+        /* The pointer from sal_read is the same object. */
+        const void *q;
+        TU_OK(sal_read(s, ids[i], &q));
+        assert_ptr_equal(q, p);
+        sal_heap_stats st = tu_stats(h);
+        assert_int_equal(st.live_objects, st0.live_objects + (uint64_t)i + 1);
+        assert_true(st.live_bytes >= live_bytes + cases[i].size);
+        assert_true(st.live_bytes <= live_bytes + cases[i].size + 64);
+        live_bytes = st.live_bytes;
+    }
+    TU_OK(sal_write_end(s));
+    TU_OK(sal_read_begin(s));
+    for (int i = 0; i < N; i++) {
+        sal_object_info info;
+        memset(&info, 0xee, sizeof(info));
+        TU_OK(sal_info(s, ids[i], &info));
+        assert_int_equal(info.size_bytes, cases[i].size);
+        assert_int_equal(info.nrefs, cases[i].nrefs);
+        assert_int_equal(info.type, cases[i].type);
+        assert_int_equal(info.refcount, 1);
+        assert_int_equal(info.committed, 0);
+        const void *q;
+        TU_OK(sal_read(s, ids[i], &q));
+        assert_int_equal(tu_check(q, cases[i].size, cases[i].nrefs * 8, (uint64_t)i),
+                         TU_CHECK_OK);
+    }
+    TU_OK(sal_read_end(s));
+    /* sal_info needs no section. */
+    sal_object_info info;
+    TU_OK(sal_info(s, ids[5], &info));
+    for (int i = 0; i < N; i++)
+        TU_OK(sal_release(s, ids[i]));
+    sal_heap_stats st = tu_stats(h);
+    assert_int_equal(st.live_objects, st0.live_objects);
+    assert_int_equal(st.live_bytes, st0.live_bytes);
+    close_all(h, s);
+}
+
+static void retain_release_counts(void **state)
+{
+    tu_ctx *c = *state;
+    sal_session *s;
+    sal_heap *h = open_small(c, &s);
+    sal_id a;
+    void *p;
+    TU_OK(sal_write_begin(s));
+    TU_OK(sal_alloc(s, 32, 0, 5, &a, &p));
+    tu_fill(p, 32, 0, 5);
+    TU_OK(sal_write_end(s));
+    assert_int_equal(refcount_of(s, a), 1);
+    for (uint32_t k = 2; k <= 1000; k++) {
+        TU_OK(sal_retain(s, a));
+        assert_int_equal(refcount_of(s, a), k);
+    }
+    for (uint32_t k = 999; k >= 1; k--) {
+        TU_OK(sal_release(s, a));
+        assert_int_equal(refcount_of(s, a), k);
+    }
+    const void *q;
+    TU_OK(sal_read_begin(s));
+    TU_OK(sal_read(s, a, &q));
+    assert_int_equal(tu_check(q, 32, 0, 5), TU_CHECK_OK);
+    TU_OK(sal_read_end(s));
+    assert_int_equal(tu_stats(h).live_objects, 1);
+    TU_OK(sal_release(s, a));
+    assert_int_equal(tu_stats(h).live_objects, 0);
+    expect_stale(s, a, "released object");
+    close_all(h, s);
+}
+
+/* Releasing a parent releases its children; shared children survive as
+ * long as another parent holds them. */
+static void release_frees_children(void **state)
+{
+    tu_ctx *c = *state;
+    sal_session *s;
+    sal_heap *h = open_small(c, &s);
+    sal_id p1, p2, shared, own1, own2, grand;
+    void *p;
+    TU_OK(sal_write_begin(s));
+    TU_OK(sal_alloc(s, 8, 0, 0, &grand, &p));
+    TU_OK(sal_alloc(s, 16, 1, 0, &shared, &p));
+    TU_OK(sal_set_child(s, shared, 0, grand));
+    TU_OK(sal_alloc(s, 8, 0, 0, &own1, &p));
+    TU_OK(sal_alloc(s, 8, 0, 0, &own2, &p));
+    TU_OK(sal_alloc(s, 24, 3, 0, &p1, &p));
+    TU_OK(sal_alloc(s, 24, 3, 0, &p2, &p));
+    TU_OK(sal_retain(s, shared));
+    TU_OK(sal_set_child(s, p1, 0, shared));
+    TU_OK(sal_set_child(s, p1, 2, own1)); /* slot 1 stays null */
+    TU_OK(sal_set_child(s, p2, 1, shared));
+    TU_OK(sal_set_child(s, p2, 2, own2));
+    TU_OK(sal_write_end(s));
+    assert_int_equal(refcount_of(s, shared), 2);
+    assert_int_equal(refcount_of(s, grand), 1);
+    assert_int_equal(tu_stats(h).live_objects, 6);
+
+    TU_OK(sal_release(s, p1));
+    expect_stale(s, p1, "released parent");
+    expect_stale(s, own1, "child of a released parent");
+    assert_int_equal(refcount_of(s, shared), 1);
+    assert_int_equal(refcount_of(s, grand), 1);
+    assert_int_equal(tu_stats(h).live_objects, 4);
+
+    TU_OK(sal_release(s, p2));
+    expect_stale(s, p2, "second parent");
+    expect_stale(s, own2, "its own child");
+    expect_stale(s, shared, "shared child, now unreferenced");
+    expect_stale(s, grand, "grandchild");
+    sal_heap_stats st = tu_stats(h);
+    assert_int_equal(st.live_objects, 0);
+    assert_int_equal(st.live_bytes, 0);
+    close_all(h, s);
+}
+
+/* An object may hold the same child twice, and null slots anywhere. */
+static void same_child_twice(void **state)
+{
+    tu_ctx *c = *state;
+    sal_session *s;
+    sal_heap *h = open_small(c, &s);
+    sal_id parent, child;
+    void *p;
+    TU_OK(sal_write_begin(s));
+    TU_OK(sal_alloc(s, 8, 0, 0, &child, &p));
+    TU_OK(sal_alloc(s, 40, 5, 0, &parent, &p));
+    TU_OK(sal_retain(s, child));
+    TU_OK(sal_retain(s, child));
+    TU_OK(sal_set_child(s, parent, 1, child));
+    TU_OK(sal_set_child(s, parent, 4, child));
+    TU_OK(sal_write_end(s));
+    assert_int_equal(refcount_of(s, child), 3);
+    TU_OK(sal_release(s, parent));
+    assert_int_equal(refcount_of(s, child), 1);
+    TU_OK(sal_release(s, child));
+    assert_int_equal(tu_stats(h).live_objects, 0);
+    close_all(h, s);
+}
+
+/* A count that reaches SAL_REFCOUNT_SATURATED stays there and the object
+ * is never freed by counting. */
+static void refcount_saturates(void **state)
+{
+    tu_ctx *c = *state;
+    sal_session *s;
+    sal_heap *h = open_small(c, &s);
+    sal_id a;
+    void *p;
+    TU_OK(sal_write_begin(s));
+    TU_OK(sal_alloc(s, 16, 0, 0, &a, &p));
+    tu_fill(p, 16, 0, 16);
+    TU_OK(sal_write_end(s));
+    for (uint32_t k = 1; k < SAL_REFCOUNT_SATURATED - 1; k++)
+        TU_OK(sal_retain(s, a));
+    assert_int_equal(refcount_of(s, a), SAL_REFCOUNT_SATURATED - 1);
+    TU_OK(sal_release(s, a));
+    assert_int_equal(refcount_of(s, a), SAL_REFCOUNT_SATURATED - 2);
+    TU_OK(sal_retain(s, a));
+    TU_OK(sal_retain(s, a));
+    assert_int_equal(refcount_of(s, a), SAL_REFCOUNT_SATURATED);
+    for (int k = 0; k < 100; k++)
+        TU_OK(sal_retain(s, a));
+    assert_int_equal(refcount_of(s, a), SAL_REFCOUNT_SATURATED);
+    for (int k = 0; k < 1000; k++)
+        TU_OK(sal_release(s, a));
+    assert_int_equal(refcount_of(s, a), SAL_REFCOUNT_SATURATED);
+    const void *q;
+    TU_OK(sal_read_begin(s));
+    TU_OK(sal_read(s, a, &q));
+    assert_int_equal(tu_check(q, 16, 0, 16), TU_CHECK_OK);
+    TU_OK(sal_read_end(s));
+    assert_int_equal(tu_stats(h).live_objects, 1);
+    close_all(h, s);
+}
+
+/* ---------------------------------------------------------------------
+ * Stale ids
+ * --------------------------------------------------------------------- */
+
+/* A released id is SAL_ESTALE from read/retain/release/info, also after
+ * its table slot was given to a new object (same index, new generation),
+ * which works normally.  Repeated for many reuses of one slot. */
+static void stale_after_reuse(void **state)
+{
+    tu_ctx *c = *state;
+    sal_session *s;
+    sal_heap *h = open_small(c, &s);
+    enum { REUSES = 300, MAX_TRIES = 200000 };
+    sal_id *old = calloc(REUSES + 1, sizeof(sal_id));
+    sal_id *hold = calloc(MAX_TRIES, sizeof(sal_id));
+    assert_non_null(old);
+    assert_non_null(hold);
+    void *p;
+    TU_OK(sal_write_begin(s));
+    TU_OK(sal_alloc(s, 24, 0, 1, &old[0], &p));
+    tu_fill(p, 24, 0, 0);
+    TU_OK(sal_write_end(s));
+    uint32_t index = tu_index(old[0]);
+    uint64_t max_tries_used = 0;
+    for (int r = 1; r <= REUSES; r++) {
+        TU_OK(sal_release(s, old[r - 1]));
+        expect_stale(s, old[r - 1], "just released");
+        /* Allocate until the slot comes back (hold the others so that the
+         * library must eventually hand out the freed index). */
+        sal_id got = SAL_NULL_ID;
+        uint64_t n = 0;
+        TU_OK(sal_write_begin(s));
+        while (n < MAX_TRIES) {
+            sal_id id;
+            TU_OK(sal_alloc(s, 24, 0, 1, &id, &p));
+            tu_fill(p, 24, 0, (uint64_t)r);
+            if (tu_index(id) == index) {
+                got = id;
+                break;
+            }
+            hold[n++] = id;
+        }
+        TU_OK(sal_write_end(s));
+        if (got == SAL_NULL_ID)
+            fail_msg("reuse %d: the released index %u did not come back in %d allocations", r,
+                     index, MAX_TRIES);
+        if (n > max_tries_used)
+            max_tries_used = n;
+        for (uint64_t k = 0; k < n; k++)
+            TU_OK(sal_release(s, hold[k]));
+        old[r] = got;
+        /* New generation: differs from every earlier id of this slot. */
+        for (int k = 0; k < r; k++) {
+            if (old[k] == got)
+                fail_msg("reuse %d handed out id %#" PRIx64 " again", r, got);
+            expect_stale(s, old[k], "an older id of a reused slot");
+        }
+        assert_int_not_equal(tu_gen(got), tu_gen(old[r - 1]));
+        /* The new one works. */
+        assert_int_equal(refcount_of(s, got), 1);
+        TU_OK(sal_retain(s, got));
+        assert_int_equal(refcount_of(s, got), 2);
+        TU_OK(sal_release(s, got));
+        const void *q;
+        TU_OK(sal_read_begin(s));
+        TU_OK(sal_read(s, got, &q));
+        assert_int_equal(tu_check(q, 24, 0, (uint64_t)r), TU_CHECK_OK);
+        TU_OK(sal_read_end(s));
+    }
+    print_message("stale_after_reuse: the freed index came back after at most %" PRIu64
+                  " other allocations\n",
+                  max_tries_used);
+    TU_OK(sal_release(s, old[REUSES]));
+    assert_int_equal(tu_stats(h).live_objects, 0);
+    free(old);
+    free(hold);
+    close_all(h, s);
+}
+
+/* Ids of committed objects: released after a reopen, the id is stale at
+ * once (even though the slot is not reused before the next commit), and
+ * stays stale across another close/reopen. */
+static void stale_committed(void **state)
+{
+    tu_ctx *c = *state;
+    sal_session *s;
+    sal_heap *h = open_small(c, &s);
+    sal_id a, b;
+    void *p;
+    TU_OK(sal_write_begin(s));
+    TU_OK(sal_alloc(s, 32, 0, 1, &a, &p));
+    TU_OK(sal_alloc(s, 32, 1, 1, &b, &p));
+    TU_OK(sal_retain(s, a));
+    TU_OK(sal_set_child(s, b, 0, a));
+    TU_OK(sal_write_end(s));
+    TU_OK(tu_root_set(s, 0, a));
+    TU_OK(tu_root_set(s, 1, b));
+    close_all(h, s);
+
+    TU_OK(sal_heap_open(c->path, NULL, &h));
+    TU_OK(sal_session_open(h, &s));
+    sal_object_info info;
+    TU_OK(sal_info(s, a, &info));
+    assert_int_equal(info.committed, 1);
+    assert_int_equal(info.refcount, 2);
+    TU_OK(tu_root_set(s, 0, SAL_NULL_ID));
+    assert_int_equal(refcount_of(s, a), 1);
+    TU_OK(tu_root_set(s, 1, SAL_NULL_ID)); /* b dies, and with it a */
+    expect_stale(s, b, "released committed object");
+    expect_stale(s, a, "child of a released committed object");
+    assert_int_equal(tu_stats(h).live_objects, 0);
+    /* New objects do not bring the ids back. */
+    TU_OK(sal_write_begin(s));
+    for (int i = 0; i < 1000; i++) {
+        sal_id x;
+        TU_OK(sal_alloc(s, 8, 0, 0, &x, &p));
+        /* crash rule 2: an index the last commit references is not reused
+         * before a later commit */
+        assert_int_not_equal(tu_index(x), tu_index(a));
+        assert_int_not_equal(tu_index(x), tu_index(b));
+        TU_OK(sal_release(s, x));
+    }
+    TU_OK(sal_write_end(s));
+    expect_stale(s, a, "after allocations");
+    close_all(h, s);
+
+    TU_OK(sal_heap_open(c->path, NULL, &h));
+    TU_OK(sal_session_open(h, &s));
+    expect_stale(s, a, "after reopen");
+    expect_stale(s, b, "after reopen");
+    assert_int_equal(tu_stats(h).live_objects, 0);
+    close_all(h, s);
+}
+
+/* ---------------------------------------------------------------------
+ * Id and space reuse
+ * --------------------------------------------------------------------- */
+
+/* Rounds of allocating and releasing the same number of objects keep
+ * ids_high_water bounded, whatever the release order, and space is
+ * reused (the file does not grow round after round). */
+static void ids_bounded_rounds(void **state)
+{
+    tu_ctx *c = *state;
+    uint64_t rng = tu_seed() ^ 0xbb67ae8584caa73bull;
+    sal_session *s;
+    sal_heap *h = open_small(c, &s);
+    const uint32_t n = (uint32_t)tu_scaled(50000, 4);
+    const int rounds = 30;
+    sal_id *ids = calloc(n, sizeof(sal_id));
+    assert_non_null(ids);
+    uint64_t hw1 = 0, file1 = 0;
+    for (int r = 0; r < rounds; r++) {
+        TU_OK(sal_write_begin(s));
+        for (uint32_t i = 0; i < n; i++) {
+            void *p;
+            unsigned nrefs = (i % 3 == 0) ? 1 : 0;
+            TU_OK(sal_alloc(s, 8 + (i % 7) * 8, nrefs, 0, &ids[i], &p));
+            if ((i & 4095) == 4095) {
+                TU_OK(sal_write_end(s));
+                TU_OK(sal_write_begin(s));
+            }
+        }
+        TU_OK(sal_write_end(s));
+        assert_int_equal(tu_stats(h).live_objects, n);
+        switch (r % 3) {
+        case 0: /* FIFO */
+            for (uint32_t i = 0; i < n; i++)
+                TU_OK(sal_release(s, ids[i]));
+            break;
+        case 1: /* LIFO */
+            for (uint32_t i = n; i-- > 0;)
+                TU_OK(sal_release(s, ids[i]));
+            break;
+        default: /* random */
+            for (uint32_t i = n - 1; i > 0; i--) {
+                uint32_t j = (uint32_t)tu_rand_below(&rng, i + 1);
+                sal_id t = ids[i];
+                ids[i] = ids[j];
+                ids[j] = t;
+            }
+            for (uint32_t i = 0; i < n; i++)
+                TU_OK(sal_release(s, ids[i]));
+        }
+        sal_heap_stats st = tu_stats(h);
+        assert_int_equal(st.live_objects, 0);
+        assert_int_equal(st.live_bytes, 0);
+        if (r == 0) {
+            hw1 = st.ids_high_water;
+            file1 = st.file_bytes;
+            assert_true(hw1 >= n);
+        } else if (st.ids_high_water > hw1 + n / 8 + 64) {
+            fail_msg("round %d: ids_high_water %" PRIu64 " grew from %" PRIu64
+                     " after round 0 (%u objects a round)",
+                     r, st.ids_high_water, hw1, n);
+        }
+        if (r == rounds - 1)
+            print_message("ids_bounded_rounds: %u objects a round, ids_high_water %" PRIu64
+                          " after round 0, %" PRIu64 " after round %d; file %" PRIu64
+                          " -> %" PRIu64 " bytes\n",
+                          n, hw1, st.ids_high_water, r, file1, st.file_bytes);
+    }
+    free(ids);
+    close_all(h, s);
+}
+
+/* Allocated by one session, released by another: the ids still come back
+ * (no id leaks into a per-session cache that the allocator never sees). */
+static void ids_bounded_cross_session(void **state)
+{
+    tu_ctx *c = *state;
+    sal_session *a;
+    sal_heap *h = open_small(c, &a);
+    sal_session *b;
+    TU_OK(sal_session_open(h, &b));
+    const uint32_t n = (uint32_t)tu_scaled(20000, 4);
+    sal_id *ids = calloc(n, sizeof(sal_id));
+    assert_non_null(ids);
+    uint64_t hw1 = 0;
+    for (int r = 0; r < 20; r++) {
+        sal_session *alloc_s = (r & 1) ? b : a, *free_s = (r & 1) ? a : b;
+        if (r % 4 >= 2) /* sometimes the same session frees */
+            free_s = alloc_s;
+        TU_OK(sal_write_begin(alloc_s));
+        for (uint32_t i = 0; i < n; i++) {
+            void *p;
+            TU_OK(sal_alloc(alloc_s, 16, 0, 0, &ids[i], &p));
+        }
+        TU_OK(sal_write_end(alloc_s));
+        for (uint32_t i = 0; i < n; i++)
+            TU_OK(sal_release(free_s, ids[i]));
+        sal_heap_stats st = tu_stats(h);
+        assert_int_equal(st.live_objects, 0);
+        if (r == 0)
+            hw1 = st.ids_high_water;
+        else if (st.ids_high_water > 2 * hw1 + 1024)
+            fail_msg("round %d: ids_high_water %" PRIu64 " (round 0: %" PRIu64
+                     ") keeps growing when another session frees",
+                     r, st.ids_high_water, hw1);
+    }
+    /* And after the freeing session closes, its ids are not lost either. */
+    TU_OK(sal_session_close(b));
+    TU_OK(sal_write_begin(a));
+    for (uint32_t i = 0; i < n; i++) {
+        void *p;
+        TU_OK(sal_alloc(a, 16, 0, 0, &ids[i], &p));
+    }
+    TU_OK(sal_write_end(a));
+    sal_heap_stats st = tu_stats(h);
+    if (st.ids_high_water > 2 * hw1 + 1024)
+        fail_msg("ids_high_water %" PRIu64 " (round 0: %" PRIu64 ")", st.ids_high_water, hw1);
+    for (uint32_t i = 0; i < n; i++)
+        TU_OK(sal_release(a, ids[i]));
+    free(ids);
+    close_all(h, a);
+}
+
+/* Space of released (never committed) objects is reused: whole segments
+ * whose objects all died go back to the pool, so rounds of allocating and
+ * freeing several segments' worth do not grow the file. */
+static void space_reused_after_release(void **state)
+{
+    tu_ctx *c = *state;
+    sal_session *s;
+    sal_heap *h = open_small(c, &s); /* 1 MiB segments */
+    const uint32_t n = 40000;        /* ~5 MiB a round in 128-byte objects */
+    sal_id *ids = calloc(n, sizeof(sal_id));
+    assert_non_null(ids);
+    uint64_t file1 = 0, seg1 = 0;
+    for (int r = 0; r < 12; r++) {
+        TU_OK(sal_write_begin(s));
+        for (uint32_t i = 0; i < n; i++) {
+            void *p;
+            TU_OK(sal_alloc(s, 104, 0, 0, &ids[i], &p));
+        }
+        TU_OK(sal_write_end(s));
+        for (uint32_t i = 0; i < n; i++)
+            TU_OK(sal_release(s, ids[i]));
+        sal_heap_stats st = tu_stats(h);
+        assert_int_equal(st.live_objects, 0);
+        assert_int_equal(st.live_bytes, 0);
+        if (r == 0) {
+            file1 = st.file_bytes;
+            seg1 = st.segments_in_use;
+            assert_true(file1 >= 5 * SAL_MIN_SEGMENT_BYTES);
+        } else if (st.file_bytes > file1 + 8 * SAL_MIN_SEGMENT_BYTES) {
+            fail_msg("round %d: the file grew from %" PRIu64 " to %" PRIu64
+                     " bytes although every object of every round was released "
+                     "(segments in use %" PRIu64 ", free %" PRIu64 ", ready %" PRIu64 ")",
+                     r, file1, st.file_bytes, st.segments_in_use, st.segments_free,
+                     st.segments_ready);
+        }
+        if (st.segments_in_use > 4)
+            fail_msg("round %d: %" PRIu64 " segments in use with no live object "
+                     "(round 0: %" PRIu64 ")",
+                     r, st.segments_in_use, seg1);
+    }
+    free(ids);
+    close_all(h, s);
+}
+
+/* ---------------------------------------------------------------------
+ * Iterative release: 10 million objects in a chain, released from the head
+ * on a thread with a 64 KiB stack.
+ * --------------------------------------------------------------------- */
+
+typedef struct release_job {
+    sal_heap *heap;
+    sal_id id;
+    int rc;
+    double seconds;
+} release_job;
+
+static void *release_on_small_stack(void *arg)
+{
+    release_job *j = arg;
+    sal_session *s;
+    j->rc = sal_session_open(j->heap, &s);
+    if (j->rc)
+        return NULL;
+    double t0 = tu_now();
+    j->rc = sal_release(s, j->id);
+    j->seconds = tu_now() - t0;
+    int rc = sal_session_close(s);
+    if (!j->rc)
+        j->rc = rc;
+    return NULL;
+}
+
+static void release_with_stack(sal_heap *h, sal_id id, size_t stack_bytes, double *seconds)
+{
+    pthread_attr_t attr;
+    assert_int_equal(pthread_attr_init(&attr), 0);
+    assert_int_equal(pthread_attr_setstacksize(&attr, stack_bytes), 0);
+    release_job j = {h, id, -1, 0};
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, &attr, release_on_small_stack, &j), 0);
+    assert_int_equal(pthread_join(t, NULL), 0);
+    pthread_attr_destroy(&attr);
+    TU_OK(j.rc);
+    if (seconds)
+        *seconds = j.seconds;
+}
+
+/* Builds a chain of n objects (nrefs 1, slot 0 = next, slot 1 = the
+ * node's position from the tail), returns the head. */
+static sal_id build_chain(sal_session *s, uint64_t n)
+{
+    sal_id prev = SAL_NULL_ID;
+    TU_OK(sal_write_begin(s));
+    for (uint64_t i = 0; i < n; i++) {
+        sal_id id;
+        void *p;
+        TU_OK(sal_alloc(s, 16, 1, 1, &id, &p));
+        ((uint64_t *)p)[1] = i;
+        if (prev)
+            TU_OK(sal_set_child(s, id, 0, prev));
+        prev = id;
+        if ((i & 65535) == 65535) {
+            TU_OK(sal_write_end(s));
+            TU_OK(sal_write_begin(s));
+        }
+    }
+    TU_OK(sal_write_end(s));
+    return prev;
+}
+
+static void chain_10m(void **state)
+{
+    tu_ctx *c = *state;
+    const uint64_t n = tu_scaled(10000000, 5);
+    sal_options o;
+    sal_options_init(&o);
+    o.reserve_bytes = 8ull << 30;
+    o.max_objects = 1ull << 25;
+    sal_heap *h;
+    TU_OK(sal_heap_create(c->path, &o, &h));
+    sal_session *s;
+    TU_OK(sal_session_open(h, &s));
+    /* One unrelated live object, so that "back to before" is not just 0. */
+    sal_id keep;
+    void *kp;
+    TU_OK(sal_write_begin(s));
+    TU_OK(sal_alloc(s, 100, 0, 3, &keep, &kp));
+    tu_fill(kp, 100, 0, 42);
+    TU_OK(sal_write_end(s));
+    sal_heap_stats before = tu_stats(h);
+    uint64_t hw_round1 = 0;
+
+    for (int round = 0; round < 2; round++) {
+        double t0 = tu_now();
+        sal_id head = build_chain(s, n);
+        double t_build = tu_now() - t0;
+        sal_heap_stats built = tu_stats(h);
+        assert_int_equal(built.live_objects, before.live_objects + n);
+        assert_true(built.live_bytes >= before.live_bytes + n * 16);
+        if (round == 0) {
+            /* Walk it once: every link and position. */
+            TU_OK(sal_read_begin(s));
+            sal_id cur = head;
+            uint64_t count = 0;
+            while (cur) {
+                const uint64_t *p;
+                int rc = sal_read(s, cur, (const void **)&p);
+                if (rc)
+                    fail_msg("node %" PRIu64 ": sal_read %d (%s)", count, rc, sal_strerror(rc));
+                if (p[1] != n - 1 - count)
+                    fail_msg("node %" PRIu64 " holds position %" PRIu64, count, p[1]);
+                cur = p[0];
+                count++;
+                if ((count & 65535) == 0) {
+                    TU_OK(sal_read_end(s));
+                    TU_OK(sal_read_begin(s));
+                }
+            }
+            TU_OK(sal_read_end(s));
+            assert_int_equal(count, n);
+            assert_int_equal(refcount_of(s, head), 1);
+        }
+        double rel = 0;
+        release_with_stack(h, head, 64 * 1024, &rel);
+        sal_heap_stats after = tu_stats(h);
+        print_message("chain_10m round %d: %" PRIu64 " objects built in %.2f s, released on a "
+                      "64 KiB stack in %.2f s; ids_high_water %" PRIu64 ", file %" PRIu64
+                      " MiB, segments in use %" PRIu64 " free %" PRIu64 "\n",
+                      round, n, t_build, rel, after.ids_high_water, after.file_bytes >> 20,
+                      after.segments_in_use, after.segments_free);
+        assert_int_equal(after.live_objects, before.live_objects);
+        assert_int_equal(after.live_bytes, before.live_bytes);
+        expect_stale(s, head, "head of the released chain");
+        if (round == 0) {
+            hw_round1 = after.ids_high_water;
+            assert_true(hw_round1 >= n);
+        } else if (after.ids_high_water > hw_round1) {
+            fail_msg("round 2: ids_high_water grew from %" PRIu64 " to %" PRIu64
+                     ": released ids were not reused",
+                     hw_round1, after.ids_high_water);
+        }
+    }
+    /* The unrelated object is intact. */
+    const void *q;
+    TU_OK(sal_read_begin(s));
+    TU_OK(sal_read(s, keep, &q));
+    assert_int_equal(tu_check(q, 100, 0, 42), TU_CHECK_OK);
+    TU_OK(sal_read_end(s));
+    TU_OK(sal_release(s, keep));
+    close_all(h, s);
+}
+
+/* A deep and wide shape: a spine of nodes each holding a leaf and the next
+ * node, plus a node with SAL_MAX_REFS children each heading a short chain;
+ * released on a 64 KiB stack. */
+static void chain_spine_and_fan(void **state)
+{
+    tu_ctx *c = *state;
+    const uint64_t n = tu_scaled(1000000, 4);
+    sal_options o;
+    sal_options_init(&o);
+    o.reserve_bytes = 4ull << 30;
+    o.max_objects = 1ull << 23;
+    sal_heap *h;
+    TU_OK(sal_heap_create(c->path, &o, &h));
+    sal_session *s;
+    TU_OK(sal_session_open(h, &s));
+    sal_id prev = SAL_NULL_ID;
+    TU_OK(sal_write_begin(s));
+    for (uint64_t i = 0; i < n; i++) {
+        sal_id node, leaf;
+        void *p;
+        TU_OK(sal_alloc(s, 16, 2, 1, &node, &p));
+        TU_OK(sal_alloc(s, 8, 0, 2, &leaf, &p));
+        TU_OK(sal_set_child(s, node, 1, leaf));
+        if (prev)
+            TU_OK(sal_set_child(s, node, 0, prev));
+        prev = node;
+        if ((i & 32767) == 32767) {
+            TU_OK(sal_write_end(s));
+            TU_OK(sal_write_begin(s));
+        }
+    }
+    sal_id fan;
+    void *fp;
+    TU_OK(sal_alloc(s, 8 * SAL_MAX_REFS, SAL_MAX_REFS, 3, &fan, &fp));
+    for (unsigned k = 0; k < SAL_MAX_REFS; k++) {
+        sal_id a, b;
+        void *p;
+        TU_OK(sal_alloc(s, 8, 1, 4, &a, &p));
+        TU_OK(sal_alloc(s, 8, 0, 4, &b, &p));
+        TU_OK(sal_set_child(s, a, 0, b));
+        TU_OK(sal_set_child(s, fan, k, a));
+    }
+    sal_id top;
+    void *tp;
+    TU_OK(sal_alloc(s, 16, 2, 5, &top, &tp));
+    TU_OK(sal_set_child(s, top, 0, prev));
+    TU_OK(sal_set_child(s, top, 1, fan));
+    TU_OK(sal_write_end(s));
+    sal_heap_stats st = tu_stats(h);
+    assert_int_equal(st.live_objects, 2 * n + 1 + 2ull * SAL_MAX_REFS + 1);
+    release_with_stack(h, top, 64 * 1024, NULL);
+    st = tu_stats(h);
+    assert_int_equal(st.live_objects, 0);
+    assert_int_equal(st.live_bytes, 0);
+    close_all(h, s);
+}
+
+int main(int argc, char **argv)
+{
+    tu_init(argc, argv);
+    const struct CMUnitTest tests[] = {
+        TU_TEST(alloc_read_info),
+        TU_TEST(retain_release_counts),
+        TU_TEST(release_frees_children),
+        TU_TEST(same_child_twice),
+        TU_TEST(refcount_saturates),
+        TU_TEST(stale_after_reuse),
+        TU_TEST(stale_committed),
+        TU_TEST(ids_bounded_rounds),
+        TU_TEST(ids_bounded_cross_session),
+        TU_TEST(space_reused_after_release),
+        TU_TEST(chain_10m),
+        TU_TEST(chain_spine_and_fan),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
