@@ -321,6 +321,9 @@ static int heap_open_fd(int fd, const sal_options *opt, int writable,
         goto fail;
     h->base = base;
     h->fd = fd;
+    /* Metadata and the object table get small folios: they are written a
+     * few bytes at a time (slots, records, reference counts). */
+    (void)sal_os_advise_folios(h->base, sb.data_offset, 0);
     h->table = (_Atomic uint64_t *)(h->base + sb.table_offset);
     /* The table is allocated on disk up to the chunk holding the high-water
      * mark; nothing above it is read. */

@@ -63,6 +63,8 @@ typedef struct sal_segment {
     uint64_t pending_commit;      /* cut it emptied after: reusable once a
                                      later commit is written; 0: never
                                      committed, no wait */
+    int folios;                   /* page-cache folios it was prepared
+                                     with: 0 unknown, 1 small, 2 large */
     uint64_t durable_mark;        /* protect mark as of the last durable
                                      commit: nonzero means a power loss
                                      would bring these bytes back, so the
@@ -175,6 +177,9 @@ struct sal_heap {
     uint32_t *pending_segs; size_t pending_len;      /* list */
     int provider_error;                /* last preparation failure (errno) */
     _Atomic uint64_t alloc_waits;
+    /* Folio policy for segments prepared from now on (see provider.c):
+     * 0 large (2 MiB) folios, 1 small (4 KiB). */
+    _Atomic int small_folios;
 
     /* sessions and sections */
     _Atomic uint64_t writer_mask;                  /* 64 allocating slots */
@@ -229,6 +234,8 @@ void sal_segment_release_arena(sal_heap *h, uint64_t seg, uint64_t used,
 void sal_segment_free_bytes(sal_heap *h, uint64_t seg, uint64_t bytes);
 /* Make sure table entries [0, index] are allocated on disk. */
 int sal_table_ensure(sal_heap *h, uint64_t index);
+/* Make sure `seg`'s page cache matches the folio policy, then fault it in. */
+void sal_segment_prepare(sal_heap *h, uint64_t seg);
 /* Reclaim pending segments whose readers and commits are past. */
 void sal_segments_reclaim(sal_heap *h);
 

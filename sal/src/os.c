@@ -86,13 +86,18 @@ void sal_os_fault_clear_all(void) {}
  * heap is copied into a shadow file: the shadow is what the disk is known
  * to hold.  After `cut_after` flushes the power is "cut": later flushes no
  * longer reach the shadow, although the process goes on. */
+#define POWERCUT_PENDING_MAX 4096
 static struct {
     pthread_mutex_t lock;
     int shadow_fd;
     char *base;
     uint64_t length;
     long flushes, cut_after;
-} powercut = {PTHREAD_MUTEX_INITIALIZER, -1, NULL, 0, 0, -1};
+    /* Ranges written to the device but not yet flushed from its cache
+     * (sync_file_range with waits): durable at the next flush. */
+    struct { const char *addr; uint64_t length; } pending[POWERCUT_PENDING_MAX];
+    size_t npending;
+} powercut = {PTHREAD_MUTEX_INITIALIZER, -1, NULL, 0, 0, -1, {{NULL, 0}}, 0};
 
 int sal_os_powercut_arm(const char *shadow_path, long cut_after)
 {
@@ -102,6 +107,7 @@ int sal_os_powercut_arm(const char *shadow_path, long cut_after)
     powercut.shadow_fd = -1;
     powercut.base = NULL;
     powercut.flushes = 0;
+    powercut.npending = 0;
     powercut.cut_after = cut_after;
     int err = 0;
     if (shadow_path) {
@@ -131,23 +137,44 @@ static void powercut_mapped(void *base, uint64_t length)
     pthread_mutex_unlock(&powercut.lock);
 }
 
+static void shadow_copy_locked(const char *p, uint64_t length)
+{
+    if (powercut.shadow_fd < 0 || !powercut.base || p < powercut.base ||
+        p + length > powercut.base + powercut.length)
+        return;
+    uint64_t off = (uint64_t)(p - powercut.base);
+    for (uint64_t done = 0; done < length;) {
+        ssize_t w = pwrite(powercut.shadow_fd, p + done, (size_t)(length - done),
+                           (off_t)(off + done));
+        if (w <= 0)
+            break;
+        done += (uint64_t)w;
+    }
+}
+
+/* A flush: the flushed range and every pending range reach the "disk",
+ * unless the power was cut before. */
 static void powercut_record(const void *addr, uint64_t length)
 {
     pthread_mutex_lock(&powercut.lock);
-    const char *p = addr;
-    if (powercut.shadow_fd >= 0 && powercut.base && p >= powercut.base &&
-        p + length <= powercut.base + powercut.length &&
-        (powercut.cut_after < 0 || powercut.flushes < powercut.cut_after)) {
-        uint64_t off = (uint64_t)(p - powercut.base);
-        for (uint64_t done = 0; done < length;) {
-            ssize_t w = pwrite(powercut.shadow_fd, p + done, (size_t)(length - done),
-                               (off_t)(off + done));
-            if (w <= 0)
-                break;
-            done += (uint64_t)w;
-        }
+    if (powercut.cut_after < 0 || powercut.flushes < powercut.cut_after) {
+        for (size_t i = 0; i < powercut.npending; i++)
+            shadow_copy_locked(powercut.pending[i].addr, powercut.pending[i].length);
+        shadow_copy_locked(addr, length);
     }
+    powercut.npending = 0;
     powercut.flushes++;
+    pthread_mutex_unlock(&powercut.lock);
+}
+
+static void powercut_pending(const void *addr, uint64_t length)
+{
+    pthread_mutex_lock(&powercut.lock);
+    if (powercut.npending < POWERCUT_PENDING_MAX) {
+        powercut.pending[powercut.npending].addr = addr;
+        powercut.pending[powercut.npending].length = length;
+        powercut.npending++;
+    }
     pthread_mutex_unlock(&powercut.lock);
 }
 #else
@@ -159,6 +186,7 @@ int sal_os_powercut_arm(const char *shadow_path, long cut_after)
 long sal_os_powercut_flushes(void) { return 0; }
 #define powercut_mapped(base, length) ((void)0)
 #define powercut_record(addr, length) ((void)0)
+#define powercut_pending(addr, length) ((void)0)
 #endif
 
 int sal_os_open(const char *path, int flags, unsigned mode, int *fd_out)
@@ -369,6 +397,31 @@ int sal_os_advise_random(void *addr, uint64_t length)
 {
     FAULT(SAL_OS_MADVISE);
     return madvise(addr, (size_t)length, MADV_RANDOM) == 0 ? 0 : errno;
+}
+
+int sal_os_write_and_wait(int fd, const void *addr, uint64_t offset, uint64_t length)
+{
+    FAULT(SAL_OS_SYNC_FILE_RANGE);
+    if (sync_file_range(fd, (off_t)offset, (off_t)length,
+                        SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE |
+                            SYNC_FILE_RANGE_WAIT_AFTER) != 0)
+        return errno;
+    powercut_pending(addr, length);
+    return 0;
+}
+
+int sal_os_advise_folios(void *addr, uint64_t length, int large)
+{
+    return madvise(addr, (size_t)length, large ? MADV_HUGEPAGE : MADV_NOHUGEPAGE) == 0
+               ? 0
+               : errno;
+}
+
+int sal_os_drop_cache(int fd, void *addr, uint64_t offset, uint64_t length)
+{
+    if (madvise(addr, (size_t)length, MADV_DONTNEED) != 0)
+        return errno;
+    return posix_fadvise(fd, (off_t)offset, (off_t)length, POSIX_FADV_DONTNEED);
 }
 
 int sal_os_sync_file_range(int fd, uint64_t offset, uint64_t length)

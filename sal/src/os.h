@@ -74,6 +74,17 @@ int sal_os_populate_write(void *addr, uint64_t length);
 
 int sal_os_advise_random(void *addr, uint64_t length);
 int sal_os_sync_file_range(int fd, uint64_t offset, uint64_t length);
+/* Write a range to the device and wait for it (sync_file_range with both
+ * waits): on the device, but durable only after the next flush (an msync
+ * with MS_SYNC of any range of the file), which the power-cut simulation
+ * models. */
+int sal_os_write_and_wait(int fd, const void *addr, uint64_t offset, uint64_t length);
+/* Ask for large (2 MiB) or small (4 KiB) page-cache folios for a range
+ * faulted in from now on. */
+int sal_os_advise_folios(void *addr, uint64_t length, int large);
+/* Unmap a range and drop its clean page-cache pages, so that the next
+ * fault builds new folios (of the size now advised).  Dead data only. */
+int sal_os_drop_cache(int fd, void *addr, uint64_t offset, uint64_t length);
 
 uint64_t sal_os_page_size(void);
 int sal_os_random(void *buf, size_t len);

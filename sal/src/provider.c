@@ -47,7 +47,7 @@ static int segment_pick_locked(sal_heap *h, uint64_t *seg_out)
 
 static void segment_reset(sal_segment *g, int state)
 {
-    g->durable_mark = 0;
+    g->durable_mark = 0; /* (g->folios stays: it describes the page cache) */
     atomic_store(&g->live_bytes, 0);
     atomic_store(&g->retired, 0);
     atomic_store(&g->used_bytes, 0);
@@ -55,12 +55,35 @@ static void segment_reset(sal_segment *g, int state)
     atomic_store(&g->state, state);
 }
 
-/* Fault the segment's pages in now, in this thread, so that the session
- * that bumps through it does not take the faults.  Failure is not fatal:
- * the pages are allocated on disk, the session will fault them itself. */
-static void segment_prefault(sal_heap *h, uint64_t seg)
+/*
+ * Folios.  On this kernel a file range faulted in with MADV_HUGEPAGE gets
+ * 2 MiB page-cache folios: preparing a segment is several times faster
+ * (about 1.8 ms per 8 MiB against 7-14 ms for 4 KiB pages) and the
+ * session takes fewer TLB misses.  But the dirty unit is the folio: one new
+ * object in a 2 MiB folio makes a durable sync write 2 MiB.  So the policy
+ * follows the workload: large folios while data arrives in bulk, small ones
+ * once commits are frequent and small (sync.c measures each commit's new
+ * bytes and flips h->small_folios).  A segment whose cache holds the other
+ * kind is dropped from the cache first (its content is dead).
+ *
+ * Preparing = the advice, then a fault of every page now, in this thread,
+ * so that the session bumping through it does not take the faults.
+ * Failure is not fatal: the pages are allocated on disk, the session will
+ * fault them itself.
+ */
+void sal_segment_prepare(sal_heap *h, uint64_t seg)
 {
-    (void)sal_os_populate_write(h->base + sal_segment_start(h, seg), h->segment_bytes);
+    sal_segment *g = &h->segments[seg];
+    int want = atomic_load(&h->small_folios) ? 1 : 2;
+    uint64_t start = sal_segment_start(h, seg);
+    char *addr = h->base + start;
+    if (g->folios != want) {
+        (void)sal_os_advise_folios(addr, h->segment_bytes, want == 2);
+        if (g->folios != 0 || want == 1)
+            (void)sal_os_drop_cache(h->fd, addr, start, h->segment_bytes);
+        g->folios = want;
+    }
+    (void)sal_os_populate_write(addr, h->segment_bytes);
 }
 
 static int pending_reusable(sal_heap *h, const sal_segment *g, uint64_t oldest)
@@ -126,6 +149,9 @@ int sal_segment_take(sal_heap *h, uint64_t *seg_out, uint64_t *start_used)
         atomic_store(&h->segments[seg].state, SEG_ACTIVE);
         pthread_cond_broadcast(&h->seg_cond); /* the provider refills */
         pthread_mutex_unlock(&h->seg_lock);
+        /* Prepared before the folio policy changed: prepare it again. */
+        if (h->segments[seg].folios != (atomic_load(&h->small_folios) ? 1 : 2))
+            sal_segment_prepare(h, seg);
         *seg_out = seg;
         *start_used = 0;
         return 0;
@@ -140,7 +166,7 @@ int sal_segment_take(sal_heap *h, uint64_t *seg_out, uint64_t *start_used)
     pthread_mutex_unlock(&h->seg_lock);
     if (err)
         return err;
-    segment_prefault(h, seg);
+    sal_segment_prepare(h, seg);
     *seg_out = seg;
     *start_used = 0;
     return 0;
@@ -229,7 +255,7 @@ static void *provider_main(void *arg)
             }
             segment_reset(&h->segments[seg], SEG_READY);
             pthread_mutex_unlock(&h->seg_lock);
-            segment_prefault(h, seg);
+            sal_segment_prepare(h, seg);
             pthread_mutex_lock(&h->seg_lock);
             h->ready_segs[h->ready_len++] = (uint32_t)seg;
             pthread_cond_broadcast(&h->seg_cond);

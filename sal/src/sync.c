@@ -36,6 +36,11 @@ static _Thread_local int thread_write_sections;
 
 void sal_thread_write_sections_add(int delta) { thread_write_sections += delta; }
 
+/* Folio policy thresholds: a writing commit with less new data than this
+ * switches to small folios; one with at least the other back to large. */
+#define SAL_SMALL_COMMIT_BYTES (2ull << 20)
+#define SAL_BULK_COMMIT_BYTES (32ull << 20)
+
 typedef struct range {
     uint64_t offset, length;
 } range;
@@ -79,8 +84,10 @@ static void wait_for_writers(sal_heap *h)
 
 /* Round an arena's bump pointer up to a page: the part below is committed.
  * A zero word at the old bump tells a linear walk that the rest of the
- * page is padding. */
-static void cut_arena(sal_heap *h, sal_session *s)
+ * page is padding.  With `retire`, the arena is finished instead (its
+ * large folios would make every small commit write 2 MiB): the session
+ * takes a new segment at its next allocation. */
+static void cut_arena(sal_heap *h, sal_session *s, int retire)
 {
     uint64_t seg = (uint64_t)s->arena_segment;
     char *start = h->base + sal_segment_start(h, seg);
@@ -93,6 +100,8 @@ static void cut_arena(sal_heap *h, sal_session *s)
         s->arena_skipped += (int64_t)(mark - used);
         s->bump = start + mark;
     }
+    if (retire)
+        s->arena_end = s->bump; /* the next allocation takes a new segment */
     atomic_store(&h->segments[seg].used_bytes, mark);
 }
 
@@ -112,10 +121,40 @@ static int cut_take(sal_heap *h, cut *c, int mode, sal_id *roots_out)
     int err = (!c->records || !c->new_marks || !c->flush || !c->protect) ? SAL_ENOMEM : 0;
 
     if (!err) {
+        /* The folio policy (provider.c): commits that write little new data
+         * call for small folios, bulk ones for large.  Measured over the
+         * data new since the last cut, for the modes that write. */
+        uint64_t new_bytes = 0;
+        for (uint64_t i = 0; i < n; i++) {
+            sal_segment *g = &h->segments[i];
+            int st = atomic_load(&g->state);
+            uint64_t used = atomic_load(&g->used_bytes);
+            if (st == SEG_FULL && used > atomic_load(&g->protect_mark))
+                new_bytes += used - atomic_load(&g->protect_mark);
+        }
+        for (unsigned i = 0; i < SAL_MAX_SESSIONS; i++) {
+            sal_session *s = h->open_sessions[i];
+            if (s && s->arena_segment >= 0) {
+                uint64_t seg = (uint64_t)s->arena_segment;
+                uint64_t used = (uint64_t)(s->bump - (h->base + sal_segment_start(h, seg)));
+                uint64_t mark = atomic_load(&h->segments[seg].protect_mark);
+                new_bytes += used > mark ? used - mark : 0;
+            }
+        }
+        int to_small = 0;
+        if (mode != SAL_SYNC_PROTECT) {
+            int small = atomic_load(&h->small_folios);
+            if (!small && new_bytes < SAL_SMALL_COMMIT_BYTES)
+                to_small = 1;
+            if (small && new_bytes >= SAL_BULK_COMMIT_BYTES)
+                atomic_store(&h->small_folios, 0);
+            if (to_small)
+                atomic_store(&h->small_folios, 1);
+        }
         for (unsigned i = 0; i < SAL_MAX_SESSIONS; i++) {
             sal_session *s = h->open_sessions[i];
             if (s && s->arena_segment >= 0)
-                cut_arena(h, s);
+                cut_arena(h, s, to_small && h->segments[s->arena_segment].folios == 2);
         }
         for (uint64_t i = 0; i < n; i++) {
             sal_segment *g = &h->segments[i];
@@ -201,12 +240,24 @@ static void cut_free(cut *c)
     free(c->protect);
 }
 
-static int flush_range(sal_heap *h, uint64_t offset, uint64_t length, int mode)
+/* Start (async) or finish (durable) writing a range.  A durable commit
+ * writes its data ranges and waits for them, then makes everything durable
+ * with one flush (the msync of the segment records), then writes and
+ * flushes the slot: two device flushes per commit, whatever the number of
+ * ranges. */
+static int write_range(sal_heap *h, uint64_t offset, uint64_t length, int mode)
 {
     if (length == 0 || mode == SAL_SYNC_PROTECT)
         return 0;
     if (mode == SAL_SYNC_ASYNC)
         return sal_os_sync_file_range(h->fd, offset, length);
+    return sal_os_write_and_wait(h->fd, h->base + offset, offset, length);
+}
+
+static int flush_range(sal_heap *h, uint64_t offset, uint64_t length, int mode)
+{
+    if (mode != SAL_SYNC_DURABLE)
+        return write_range(h, offset, length, mode);
     /* msync wants a page-aligned start. */
     uint64_t start = offset & ~(uint64_t)(SAL_PAGE_BYTES - 1);
     return sal_os_msync(h->base + start, offset + length - start, 1);
@@ -231,8 +282,9 @@ static int write_records(sal_heap *h, cut *c, unsigned target, int mode)
     }
     c->slot.segtab_checksum = sal_crc32c(0, c->records, n * sizeof *c->records);
     if (hi == 0)
-        return 0;
-    return flush_range(h, base + lo * sizeof *rec, (hi - lo) * sizeof *rec, mode);
+        lo = hi = 0; /* nothing changed: the flush below is only a barrier */
+    return flush_range(h, base + lo * sizeof *rec,
+                       hi > lo ? (hi - lo) * sizeof *rec : SAL_PAGE_BYTES, mode);
 }
 
 /* Ids released after cut `tag` are reusable once commit tag+1 is written. */
@@ -298,7 +350,7 @@ int sal_commit(sal_heap *h, int mode, int clean, sal_id *roots_out)
     /* (Mutants for testing the crash harnesses: SKIP_FLUSH never flushes
      * the data, SLOT_FIRST flushes it only after the slot.) */
     for (size_t i = 0; i < c.nflush; i++)
-        if ((err = flush_range(h, c.flush[i].offset, c.flush[i].length, mode)))
+        if ((err = write_range(h, c.flush[i].offset, c.flush[i].length, mode)))
             goto done;
 #endif
     /* Never overwrite the newest slot of either kind: it is what open falls
@@ -328,7 +380,7 @@ int sal_commit(sal_heap *h, int mode, int clean, sal_id *roots_out)
         goto done;
 #ifdef SAL_MUTANT_SLOT_FIRST /* mutant: the slot made durable before the data */
     for (size_t i = 0; i < c.nflush; i++)
-        if ((err = flush_range(h, c.flush[i].offset, c.flush[i].length, mode)))
+        if ((err = write_range(h, c.flush[i].offset, c.flush[i].length, mode)))
             goto done;
 #endif
 
