@@ -25,12 +25,15 @@ typedef struct workload {
 static const workload workloads[] = {
     {"alloc", "W1: allocate/release churn (peer: peer_alloc_*)",
      w1_alloc_main, w1_alloc_usage},
+    {"sync", "W6: durable sync of P new objects (peer: peer_msync -o)",
+     w6_sync_main, w6_sync_usage},
+    {"recover", "W7: recovery after a killed writer (no peer)",
+     w7_recover_main, w7_recover_usage},
 };
 #define NWORKLOADS (sizeof workloads / sizeof workloads[0])
 
 /* Workloads of the benchmark protocol that are not written yet. */
-static const char *const planned[] = {"map", "sync", "recover", "hot",
-                                      "compact"};
+static const char *const planned[] = {"map", "hot", "compact"};
 #define NPLANNED (sizeof planned / sizeof planned[0])
 
 static void usage(FILE *out)

@@ -14,5 +14,9 @@
  * (0 ok, 1 failure, 2 usage error). */
 int w1_alloc_main(int argc, char **argv);
 void w1_alloc_usage(FILE *out);
+int w6_sync_main(int argc, char **argv);
+void w6_sync_usage(FILE *out);
+int w7_recover_main(int argc, char **argv);
+void w7_recover_usage(FILE *out);
 
 #endif
