@@ -421,7 +421,14 @@ int sal_os_drop_cache(int fd, void *addr, uint64_t offset, uint64_t length)
 {
     if (madvise(addr, (size_t)length, MADV_DONTNEED) != 0)
         return errno;
-    return posix_fadvise(fd, (off_t)offset, (off_t)length, POSIX_FADV_DONTNEED);
+    int err = posix_fadvise(fd, (off_t)offset, (off_t)length, POSIX_FADV_DONTNEED);
+    /* Make the blocks read as zeros (still allocated): faulting the range
+     * in again then reads nothing from the disk. */
+    if (fallocate(fd, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, (off_t)offset,
+                  (off_t)length) != 0 &&
+        errno != EOPNOTSUPP)
+        return errno;
+    return err;
 }
 
 int sal_os_sync_file_range(int fd, uint64_t offset, uint64_t length)

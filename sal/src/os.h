@@ -82,8 +82,9 @@ int sal_os_write_and_wait(int fd, const void *addr, uint64_t offset, uint64_t le
 /* Ask for large (2 MiB) or small (4 KiB) page-cache folios for a range
  * faulted in from now on. */
 int sal_os_advise_folios(void *addr, uint64_t length, int large);
-/* Unmap a range and drop its clean page-cache pages, so that the next
- * fault builds new folios (of the size now advised).  Dead data only. */
+/* Unmap a range, drop its page-cache pages and zero its blocks (they stay
+ * allocated), so that the next fault builds new folios of the size now
+ * advised without reading the disk.  Dead data only. */
 int sal_os_drop_cache(int fd, void *addr, uint64_t offset, uint64_t length);
 
 uint64_t sal_os_page_size(void);
