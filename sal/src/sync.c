@@ -144,7 +144,9 @@ static int cut_take(sal_heap *h, cut *c, int mode, sal_id *roots_out)
         int to_small = 0;
         if (mode != SAL_SYNC_PROTECT) {
             int small = atomic_load(&h->small_folios);
-            if (!small && new_bytes < SAL_SMALL_COMMIT_BYTES)
+            /* A commit with nothing new (open, close, an idle sync) says
+             * nothing about the workload. */
+            if (!small && new_bytes > 0 && new_bytes < SAL_SMALL_COMMIT_BYTES)
                 to_small = 1;
             if (small && new_bytes >= SAL_BULK_COMMIT_BYTES)
                 atomic_store(&h->small_folios, 0);
