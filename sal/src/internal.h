@@ -37,6 +37,14 @@
  * this many entries, so ids released by one thread reach the others. */
 #define SAL_ID_LOCAL_MAX 8192u
 
+/* Blocks of dead, never-committed objects up to this span are kept on the
+ * freeing session's lists (one per span, in 8-byte steps) and reused for
+ * objects of exactly that span, so that churn reuses warm memory instead of
+ * bumping through new segments.  Exact spans keep segments walkable. */
+#define SAL_REUSE_MIN_SPAN 32u
+#define SAL_REUSE_MAX_SPAN 1024u
+#define SAL_REUSE_CLASSES (SAL_REUSE_MAX_SPAN / 8 + 1)
+
 /* Internal threads (provider, and later the compactor) have their own
  * section slots after the users'. */
 #define SAL_INTERNAL_SLOTS 2u
@@ -107,6 +115,11 @@ struct sal_session {
     uint32_t free_len, free_cap;
     _Atomic int64_t live_objects;/* allocated - freed by this session */
     _Atomic int64_t live_bytes;
+    /* Reusable blocks by span / 8: intrusive lists, the next pointer in
+     * the first payload word of each dead block.  A listed block still
+     * counts in its segment's live bytes, so the segment cannot be
+     * reclaimed under it. */
+    char *free_blocks[SAL_REUSE_CLASSES];
     /* --- the rest --- */
     struct sal_heap *heap;
     sal_session_kind kind;
@@ -246,6 +259,8 @@ void sal_section_leave(sal_section_slot *slot);
 int sal_session_check(sal_session *s);
 
 /* alloc.c */
+/* Give back every listed block (session close). */
+void sal_blocks_drain(sal_session *s);
 int sal_ids_refill(sal_session *s);
 void sal_id_recycle(sal_session *s, sal_id id, int committed);
 void sal_session_flush_ids(sal_session *s);
@@ -258,6 +273,9 @@ int sal_resolve(sal_heap *h, sal_id id, uint64_t *entry_out,
                 sal_object_header **hdr_out);
 int sal_object_committed(const sal_heap *h, uint64_t offset);
 int sal_retain_internal(sal_heap *h, sal_id id);
+/* Retain an id the caller holds no reference to (a root being read while
+ * writers replace it): detects the entry having been reused meanwhile. */
+int sal_retain_unheld(sal_session *s, sal_id id);
 int sal_release_internal(sal_session *s, sal_id id);
 /* Free an object whose count just reached zero, and what dies with it.
  * keep_children: its children were taken over by a copy; do not release. */

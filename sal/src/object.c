@@ -112,13 +112,34 @@ int sal_retain_internal(sal_heap *h, sal_id id)
         if (atomic_compare_exchange_weak_explicit(slot, &e, e + SAL_ENTRY_RC_ONE,
                                                   memory_order_acq_rel,
                                                   memory_order_acquire))
-            return 0;
+            break;
         if (sal_entry_rc(e) == 0)
             return SAL_ESTALE;
         if (sal_entry_loc(e) != sal_heap_offset(h, hdr) >> 3 &&
             (err = sal_resolve(h, id, &e, &hdr)))
             return err;
     }
+    return 0;
+}
+
+int sal_retain_unheld(sal_session *s, sal_id id)
+{
+    sal_heap *h = s->heap;
+    int err = sal_retain_internal(h, id);
+    if (err)
+        return err;
+    /* Holding no reference, we may have seen the object die, and its entry
+     * and its block be reused by a new object, between the check and the
+     * increment: same entry value, another id.  Then the count we added is
+     * the new object's: give it back. */
+    uint64_t e = atomic_load_explicit(&h->table[sal_id_index(id)], memory_order_acquire);
+    const sal_object_header *hdr = (const sal_object_header *)(h->base + (sal_entry_loc(e) << 3));
+    if (__builtin_expect(hdr->id != id, 0)) {
+        if (sal_id_index(hdr->id) == sal_id_index(id))
+            (void)sal_release_internal(s, hdr->id);
+        return SAL_ESTALE;
+    }
+    return 0;
 }
 
 /* Drop one count of an entry known to be live.  Returns 1 if it reached
@@ -163,6 +184,16 @@ static void object_reclaim(sal_session *s, sal_id id, sal_object_header *hdr)
     atomic_store_explicit(&s->live_bytes,
                           atomic_load_explicit(&s->live_bytes, memory_order_relaxed) - (int64_t)span,
                           memory_order_relaxed);
+    /* A never-committed block freed inside a write section (no cut can
+     * commit it, and mprotect it, while we write the link) goes on this
+     * session's list for its span; it stays counted in its segment. */
+    if (!committed && s->write_token && span >= SAL_REUSE_MIN_SPAN &&
+        span <= SAL_REUSE_MAX_SPAN) {
+        char *block = (char *)hdr;
+        *(char **)(block + sizeof(sal_object_header)) = s->free_blocks[span >> 3];
+        s->free_blocks[span >> 3] = block;
+        return;
+    }
     sal_segment_free_bytes(h, sal_segment_of(h, off), span);
 }
 

@@ -32,7 +32,7 @@ int sal_root_get(sal_session *s, unsigned root, sal_id *id_out)
         id = atomic_load(&h->roots[root]);
         if (id == SAL_NULL_ID || h->readonly)
             break; /* nothing changes in a read-only heap: no count needed */
-        err = sal_retain_internal(h, id);
+        err = sal_retain_unheld(s, id);
         if (err == 0)
             break;
         if (atomic_load(&h->roots[root]) == id) {
