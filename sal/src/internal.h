@@ -37,14 +37,6 @@
  * this many entries, so ids released by one thread reach the others. */
 #define SAL_ID_LOCAL_MAX 8192u
 
-/* Blocks of dead, never-committed objects up to this span are kept on the
- * freeing session's lists (one per span, in 8-byte steps) and reused for
- * objects of exactly that span, so that churn reuses warm memory instead of
- * bumping through new segments.  Exact spans keep segments walkable. */
-#define SAL_REUSE_MIN_SPAN 32u
-#define SAL_REUSE_MAX_SPAN 1024u
-#define SAL_REUSE_CLASSES (SAL_REUSE_MAX_SPAN / 8 + 1)
-
 /* Internal threads (provider, and later the compactor) have their own
  * section slots after the users'. */
 #define SAL_INTERNAL_SLOTS 2u
@@ -115,11 +107,6 @@ struct sal_session {
     uint32_t free_len, free_cap;
     _Atomic int64_t live_objects;/* allocated - freed by this session */
     _Atomic int64_t live_bytes;
-    /* Reusable blocks by span / 8: intrusive lists, the next pointer in
-     * the first payload word of each dead block.  A listed block still
-     * counts in its segment's live bytes, so the segment cannot be
-     * reclaimed under it. */
-    char *free_blocks[SAL_REUSE_CLASSES];
     /* --- the rest --- */
     struct sal_heap *heap;
     sal_session_kind kind;
@@ -259,8 +246,6 @@ void sal_section_leave(sal_section_slot *slot);
 int sal_session_check(sal_session *s);
 
 /* alloc.c */
-/* Give back every listed block (session close). */
-void sal_blocks_drain(sal_session *s);
 int sal_ids_refill(sal_session *s);
 void sal_id_recycle(sal_session *s, sal_id id, int committed);
 void sal_session_flush_ids(sal_session *s);

@@ -184,16 +184,6 @@ static void object_reclaim(sal_session *s, sal_id id, sal_object_header *hdr)
     atomic_store_explicit(&s->live_bytes,
                           atomic_load_explicit(&s->live_bytes, memory_order_relaxed) - (int64_t)span,
                           memory_order_relaxed);
-    /* A never-committed block freed inside a write section (no cut can
-     * commit it, and mprotect it, while we write the link) goes on this
-     * session's list for its span; it stays counted in its segment. */
-    if (!committed && s->write_token && span >= SAL_REUSE_MIN_SPAN &&
-        span <= SAL_REUSE_MAX_SPAN) {
-        char *block = (char *)hdr;
-        *(char **)(block + sizeof(sal_object_header)) = s->free_blocks[span >> 3];
-        s->free_blocks[span >> 3] = block;
-        return;
-    }
     sal_segment_free_bytes(h, sal_segment_of(h, off), span);
 }
 

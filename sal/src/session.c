@@ -176,7 +176,6 @@ int sal_session_close(sal_session *s)
         s->arena_skipped = 0;
     }
     pthread_mutex_unlock(&h->sessions_lock);
-    sal_blocks_drain(s);
     sal_session_flush_ids(s);
     sal_pending_ids_handover(s);
     pthread_mutex_lock(&h->sessions_lock);
