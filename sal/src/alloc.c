@@ -176,7 +176,7 @@ int sal_alloc_raw(sal_session *s, uint64_t size, unsigned nrefs, unsigned type,
      * objects in place was tried and measured: with random sizes the
      * reused blocks are scattered and cold, and filling after a mass free
      * was 5-8x slower than bumping through warm, sequential memory.) */
-    if (__builtin_expect(s->bump + span > s->arena_end || s->bump == NULL, 0)) {
+    if (__builtin_expect(s->bump == NULL || s->bump + span > s->arena_end, 0)) {
         int err = sal_alloc_slow(s, span);
         if (err) {
             if (from_stack)

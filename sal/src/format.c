@@ -42,7 +42,7 @@ int sal_superblock_check(const sal_superblock *sb, uint64_t file_bytes)
     if (sb->segtab_bytes >= r || sb->table_offset >= r || sb->table_bytes >= r ||
         sb->data_offset >= r || sb->segment_count >= r)
         return SAL_ECORRUPT;
-    if (sb->segtab_offset != SAL_SEGTAB_OFFSET ||
+    if (sb->segtab_offset != SAL_SEGTAB_OFFSET || sb->segtab_bytes % SAL_PAGE_BYTES != 0 ||
         sb->segtab_bytes < sb->segment_count * sizeof(sal_segment_record) ||
         sb->table_offset < sb->segtab_offset + SAL_SLOT_COUNT * sb->segtab_bytes ||
         sb->table_offset % SAL_REGION_ALIGN != 0 ||

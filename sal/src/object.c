@@ -61,6 +61,14 @@ int sal_resolve(sal_heap *h, sal_id id, uint64_t *entry_out, sal_object_header *
          * reused.  Another entry's object, or no header at all: damage. */
         return sal_id_index(hdr->id) == sal_id_index(id) ? SAL_ESTALE : SAL_ECORRUPT;
     }
+    /* The object must fit its segment: a damaged size never sends a reader
+     * past the end of the file. */
+    uint64_t off = sal_entry_loc(e) << 3;
+    uint64_t rel = off - sal_segment_start(h, sal_segment_of(h, off));
+    if (__builtin_expect(rel + sal_object_span(hdr->size_bytes) > h->segment_bytes ||
+                             (uint64_t)hdr->nrefs * 8 > hdr->size_bytes,
+                         0))
+        return SAL_ECORRUPT;
     *entry_out = e;
     *hdr_out = hdr;
     return 0;

@@ -155,6 +155,12 @@ int sal_recover(sal_heap *h, sal_segment_record *rec, int same_boot,
     uint64_t nseg = h->committed.segments_high_water;
     _Atomic uint64_t *table = h->table;
 
+    /* Generations the free entries remember, when the sweep may replace
+     * them: an id must never come back with an older generation. */
+    uint32_t *old_gen = NULL;
+    if (!same_boot && !(old_gen = calloc(hwm, sizeof *old_gen)))
+        return SAL_ENOMEM;
+
     /* 1. Forget. */
     for (uint64_t i = 1; i < hwm; i++) {
         uint64_t e = atomic_load_explicit(&table[i], memory_order_relaxed);
@@ -164,6 +170,8 @@ int sal_recover(sal_heap *h, sal_segment_record *rec, int same_boot,
         else if (sal_entry_rc(e) != 0)
             rep->ids_live_before++;
         uint64_t loc = same_boot ? sal_entry_loc(e) : 0;
+        if (old_gen)
+            old_gen[i] = gen;
         atomic_store_explicit(&table[i], sal_entry_make_free(loc, gen), memory_order_relaxed);
     }
 
@@ -201,8 +209,18 @@ int sal_recover(sal_heap *h, sal_segment_record *rec, int same_boot,
     sal_id_vec_free(&m.stack);
     if (m.oom) {
         free(m.seg_live);
+        free(old_gen);
         return SAL_ENOMEM;
     }
+    /* Entries left free keep the newer of the remembered and swept
+     * generations. */
+    for (uint64_t i = 1; old_gen && i < hwm; i++) {
+        uint64_t e = atomic_load_explicit(&table[i], memory_order_relaxed);
+        if ((e & SAL_ENTRY_FREE) && gen_newer(old_gen[i], entry_gen(e)))
+            atomic_store_explicit(&table[i], sal_entry_make_free(sal_entry_loc(e), old_gen[i]),
+                                  memory_order_relaxed);
+    }
+    free(old_gen);
 
     /* Segments: live bytes recounted; empty ones are free. */
     for (uint64_t s = 0; s < nseg; s++) {
