@@ -86,7 +86,7 @@ if [ -f "$PEERS/Makefile" ] && [ -f "$PEERS/peer_alloc.c" ]; then
             echo "run_alloc.sh: could not build $b (see $PEERS_BIN/$b.log)" >&2
     done
 else
-    echo "run_alloc.sh: no peer sources at $PEERS (set SAL_PEERS_DIR); running salbench alone" >&2
+    echo "run_alloc.sh: no peer sources at $PEERS (set SAL_PEERS_DIR); using the peers built before in $PEERS_BIN, if any" >&2
 fi
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/run_alloc.XXXXXX") || die "mktemp failed"
@@ -137,6 +137,7 @@ fi
 } >&2
 
 T0=$(date +%s)
+COMMIT=$(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo none)
 for r in $(seq 1 "$RUNS"); do
     # Every (configuration, threads) pair once; the order is rotated by one
     # each round so that no configuration always runs first (cold machine)
@@ -167,7 +168,7 @@ TABLE=$TMP/table.md
 awk -v runs="$RUNS" -v n="$N" -v w="$W" -v threads="$THREADS" \
     -v date="$(date -u +%Y-%m-%dT%H:%MZ)" \
     -v host="$(uname -r); $(nproc) cores" \
-    -v commit="$(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo none)" '
+    -v commit="$COMMIT" '
 function isnum(x) { return x ~ /^-?[0-9]+(\.[0-9]+)?([eE][-+]?[0-9]+)?$/ }
 function median(id,    m, i, p, x, a) {
     m = nv[id]; if (m == 0) return ""

@@ -1,0 +1,136 @@
+/*
+ * test_gc_library_bugs.c - library bugs that sal-gc's tests and fuzz target
+ * found, reproduced against the library alone (no sal-gc).  Each test
+ * asserts what the library should do; today each fails, and ctest expects
+ * that (WILL_FAIL, label known-bug).  When the library is fixed, the test
+ * passes, ctest reports it as failed: delete its entry in CMakeLists.txt.
+ *
+ *  segtab_alignment          sal_superblock_check accepts a segtab_bytes
+ *                            that is not a page multiple (format.md says
+ *                            it is); commits then store segment records at
+ *                            misaligned addresses (UBSan in sync.c).
+ *  resolve_unbounded_size    sal_info / sal_read resolve an object whose
+ *                            header claims more bytes than its segment (or
+ *                            the file) holds, on a heap that opens without
+ *                            recovery; reading the payload runs past the
+ *                            end of the file (SIGBUS).
+ *  repair_lowers_generation  SAL_OPEN_REPAIR sets a free entry's generation
+ *                            to that of the newest committed header of its
+ *                            index, older than the ids the entry handed out
+ *                            since: released ids can be handed out again.
+ *  repair_loses_located      SAL_OPEN_REPAIR's sweep stops at the first
+ *                            damaged header of a segment and loses every
+ *                            object behind it, although the object table
+ *                            (trustworthy on a heap closed cleanly) still
+ *                            locates them.
+ */
+#include "test_gc_util.h"
+
+static void known_bug_segtab_alignment(void **state)
+{
+    tu_ctx *c = *state;
+    sal_options o = tu_small_options();
+    sal_heap *h;
+    TU_OK(sal_heap_create(c->path, &o, &h));
+    TU_OK(sal_heap_close(h)); /* no segment yet: no record to checksum */
+    sal_superblock sb;
+    TU_OK(tu_peek(c->path, 0, &sb, sizeof sb));
+    sb.segtab_bytes += 8; /* still holds every record; not a page multiple */
+    sal_superblock_seal(&sb);
+    TU_OK(tu_patch(c->path, 0, &sb, sizeof sb));
+    TU_ERR(sal_heap_open(c->path, &o, &h), SAL_ECORRUPT);
+}
+
+static void known_bug_resolve_unbounded_size(void **state)
+{
+    tu_ctx *c = *state;
+    gc_sound g;
+    gc_build(c->path, &g);
+    gc_layout l;
+    lay_read(c->path, &l);
+    uint64_t off = lay_header_off(c->path, &l, g.d);
+    TU_OK(tu_xor_byte(c->path, off + offsetof(sal_object_header, size_bytes) + 3, 0x40));
+    sal_options o;
+    sal_options_init(&o);
+    o.flags = SAL_OPEN_READONLY;
+    sal_heap *h;
+    TU_OK(sal_heap_open(c->path, &o, &h));
+    sal_session *r;
+    TU_OK(sal_reader_open(h, &r));
+    sal_object_info info;
+    int rc = sal_info(r, g.d, &info);
+    TU_OK(sal_session_close(r));
+    TU_OK(sal_heap_close(h));
+    if (rc == 0)
+        fail_msg("sal_info resolved an object of %" PRIu64 " bytes in a %" PRIu64
+                 "-byte segment", info.size_bytes, (uint64_t)l.sb.segment_bytes);
+    TU_ERR(rc, SAL_ECORRUPT);
+}
+
+static void known_bug_repair_lowers_generation(void **state)
+{
+    tu_ctx *c = *state;
+    gc_sound g;
+    gc_build(c->path, &g);
+    gc_layout l;
+    lay_read(c->path, &l);
+    uint64_t e = lay_entry(c->path, &l, g.u);
+    assert_true(e & SAL_ENTRY_FREE);
+    /* U's entry has handed out generations 1..7 since U died. */
+    lay_set_entry(c->path, &l, g.u, sal_entry_make_free(sal_entry_loc(e), 7));
+    sal_options o = tu_small_options();
+    o.flags = SAL_OPEN_REPAIR;
+    o.ready_segments = 0;
+    sal_heap *h;
+    TU_OK(sal_heap_open(c->path, &o, &h));
+    TU_OK(sal_heap_close(h));
+    e = lay_entry(c->path, &l, g.u);
+    assert_true(e & SAL_ENTRY_FREE);
+    if ((e >> SAL_ENTRY_RC_SHIFT) != 7)
+        fail_msg("after SAL_OPEN_REPAIR the entry's generation is %" PRIu64 ", was 7: ids "
+                 "%u/1..%u/7 can be handed out again",
+                 e >> SAL_ENTRY_RC_SHIFT, tu_index(g.u), tu_index(g.u));
+}
+
+static void known_bug_repair_loses_located(void **state)
+{
+    tu_ctx *c = *state;
+    gc_sound g;
+    gc_build(c->path, &g);
+    gc_layout l;
+    lay_read(c->path, &l);
+    /* H's header damaged; the chain under root 2 lies behind it. */
+    uint64_t off = lay_header_off(c->path, &l, g.h);
+    TU_OK(tu_xor_byte(c->path, off + offsetof(sal_object_header, size_bytes) + 3, 0x80));
+    sal_options o = tu_small_options();
+    o.flags = SAL_OPEN_REPAIR;
+    o.ready_segments = 0;
+    sal_heap *h;
+    TU_OK(sal_heap_open(c->path, &o, &h));
+    sal_recovery_report rr;
+    TU_OK(sal_heap_recovery_report(h, &rr));
+    sal_session *r;
+    TU_OK(sal_reader_open(h, &r));
+    sal_id chain;
+    TU_OK(sal_root_get(r, 2, &chain));
+    if (chain)
+        TU_OK(sal_release(r, chain));
+    TU_OK(sal_session_close(r));
+    TU_OK(sal_heap_close(h));
+    if (chain != g.chain)
+        fail_msg("SAL_OPEN_REPAIR lost root 2's chain of 25 intact objects behind a damaged "
+                 "header (%" PRIu64 " objects live after, %" PRIu64 " roots emptied)",
+                 rr.objects_live, rr.roots_cleared);
+}
+
+int main(int argc, char **argv)
+{
+    tu_init(argc, argv);
+    const struct CMUnitTest tests[] = {
+        TU_TEST(known_bug_segtab_alignment),
+        TU_TEST(known_bug_resolve_unbounded_size),
+        TU_TEST(known_bug_repair_lowers_generation),
+        TU_TEST(known_bug_repair_loses_located),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
