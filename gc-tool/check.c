@@ -495,10 +495,23 @@ static uint64_t locate(const checker *c, const mark_view *v, sal_id id)
     if ((sw & SW_FOUND) &&
         ((sw >> SW_GEN_SHIFT) & SAL_ID_GEN_MASK) == sal_id_gen(id))
         return (sw & SW_LOC_MASK) << 3;
-    if (!v->repair_view && (c->tonly[idx >> 3] & (1u << (idx & 7)))) {
-        uint64_t off = sal_entry_loc(c->table[idx]) << 3;
+    if (c->tonly[idx >> 3] & (1u << (idx & 7))) {
+        uint64_t e = c->table[idx];
+        uint64_t off = sal_entry_loc(e) << 3;
         sal_object_header h;
-        if (read_header(c, off, &h) && h.id == id)
+        if (!read_header(c, off, &h) || h.id != id)
+            return 0;
+        if (!v->repair_view)
+            return off;
+        /* The library's repair falls back to the old table location of a
+         * live entry when the header there carries the id and lies inside
+         * its segment record's committed range. */
+        uint64_t s, rel;
+        if (!(e & SAL_ENTRY_FREE) && (e >> SAL_ENTRY_RC_SHIFT) != 0 &&
+            seg_of(c, off, &s, &rel) && s < c->nseg &&
+            c->hf->rec_raw[s].state == SAL_SEGREC_USED &&
+            rel + ((sizeof(sal_object_header) + h.size_bytes + 7) & ~7ull) <=
+                c->hf->rec_raw[s].used_bytes)
             return off;
     }
     return 0;

@@ -264,6 +264,9 @@ typedef struct sal_recovery_report {
     uint64_t damaged_headers;   /* segments whose committed range stopped
                                    parsing (damage: see the gc-tool) */
     uint64_t dangling_refs;     /* child ids naming no committed object */
+    uint64_t located_by_table;  /* objects a sweep could not reach (behind
+                                   a damaged header) found where the table
+                                   said, their header checked */
     uint64_t roots_cleared;     /* roots naming no committed object */
     double seconds;             /* time the recovery took */
 } sal_recovery_report;

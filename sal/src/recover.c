@@ -98,8 +98,27 @@ typedef struct marker {
     sal_id_vec stack;
     int64_t *seg_live;
     sal_recovery_report *rep;
+    const uint64_t *old_entries; /* the table as it was (sweep mode), or NULL */
     int oom;
 } marker;
+
+/* Does `off` hold, inside a committed range, the header of exactly `id`?
+ * Returns its segment, or UINT64_MAX. */
+static uint64_t locate(const marker *m, uint64_t off, sal_id id)
+{
+    sal_heap *h = m->h;
+    uint64_t seg = off >= h->data_offset ? sal_segment_of(h, off) : UINT64_MAX;
+    if (seg >= m->nseg || m->rec[seg].state != SAL_SEGREC_USED ||
+        off - sal_segment_start(h, seg) + sizeof(sal_object_header) > m->rec[seg].used_bytes)
+        return UINT64_MAX;
+    const sal_object_header *hdr = (const sal_object_header *)(h->base + off);
+    if (hdr->id != id ||
+        off - sal_segment_start(h, seg) + sal_object_span(hdr->size_bytes) >
+            m->rec[seg].used_bytes ||
+        (uint64_t)hdr->nrefs * 8 > hdr->size_bytes)
+        return UINT64_MAX;
+    return seg;
+}
 
 /* One reference to `id` from a live parent or a root.  Returns 1 if the
  * reference names a committed object (counted), 0 if it dangles. */
@@ -119,22 +138,26 @@ static int mark_ref(marker *m, sal_id id)
             atomic_store_explicit(slot, e + SAL_ENTRY_RC_ONE, memory_order_relaxed);
         return 1;
     }
-    /* The entry must locate, inside a committed range, this very object. */
+    /* The entry must locate, inside a committed range, this very object.
+     * After a sweep, an object the sweep could not reach (behind a damaged
+     * header) is still found where the old table located it, if the
+     * header there carries exactly this id. */
     uint64_t off = sal_entry_loc(e) << 3;
-    uint64_t seg = off >= h->data_offset ? sal_segment_of(h, off) : UINT64_MAX;
-    if (seg >= m->nseg || m->rec[seg].state != SAL_SEGREC_USED ||
-        off - sal_segment_start(h, seg) + sizeof(sal_object_header) > m->rec[seg].used_bytes) {
+    uint64_t seg = locate(m, off, id);
+    if (seg == UINT64_MAX && m->old_entries) {
+        uint64_t old = m->old_entries[idx];
+        if (!(old & SAL_ENTRY_FREE) && sal_entry_rc(old) != 0) {
+            off = sal_entry_loc(old) << 3;
+            seg = locate(m, off, id);
+            if (seg != UINT64_MAX)
+                m->rep->located_by_table++;
+        }
+    }
+    if (seg == UINT64_MAX) {
         m->rep->dangling_refs++;
         return 0;
     }
     const sal_object_header *hdr = (const sal_object_header *)(h->base + off);
-    if (hdr->id != id ||
-        off - sal_segment_start(h, seg) + sal_object_span(hdr->size_bytes) >
-            m->rec[seg].used_bytes ||
-        (uint64_t)hdr->nrefs * 8 > hdr->size_bytes) {
-        m->rep->dangling_refs++;
-        return 0;
-    }
     uint64_t loc = off >> 3;
     atomic_store_explicit(slot, loc | SAL_ENTRY_RC_ONE, memory_order_relaxed);
     uint64_t span = sal_object_span(hdr->size_bytes);
@@ -155,10 +178,11 @@ int sal_recover(sal_heap *h, sal_segment_record *rec, int same_boot,
     uint64_t nseg = h->committed.segments_high_water;
     _Atomic uint64_t *table = h->table;
 
-    /* Generations the free entries remember, when the sweep may replace
-     * them: an id must never come back with an older generation. */
-    uint32_t *old_gen = NULL;
-    if (!same_boot && !(old_gen = calloc(hwm, sizeof *old_gen)))
+    /* In sweep mode, the table as it was: free entries' generations (an id
+     * must never come back with an older one) and live entries' locations
+     * (a fallback the header check validates). */
+    uint64_t *old_entries = NULL;
+    if (!same_boot && !(old_entries = calloc(hwm, sizeof *old_entries)))
         return SAL_ENOMEM;
 
     /* 1. Forget. */
@@ -170,8 +194,8 @@ int sal_recover(sal_heap *h, sal_segment_record *rec, int same_boot,
         else if (sal_entry_rc(e) != 0)
             rep->ids_live_before++;
         uint64_t loc = same_boot ? sal_entry_loc(e) : 0;
-        if (old_gen)
-            old_gen[i] = gen;
+        if (old_entries)
+            old_entries[i] = e;
         atomic_store_explicit(&table[i], sal_entry_make_free(loc, gen), memory_order_relaxed);
     }
 
@@ -183,7 +207,8 @@ int sal_recover(sal_heap *h, sal_segment_record *rec, int same_boot,
                                                   &rep->headers_swept);
 
     /* 3. Mark and count from the roots. */
-    marker m = {.h = h, .rec = rec, .nseg = nseg, .hwm = hwm, .rep = rep};
+    marker m = {.h = h, .rec = rec, .nseg = nseg, .hwm = hwm, .rep = rep,
+                .old_entries = old_entries};
     m.seg_live = calloc(nseg ? nseg : 1, sizeof *m.seg_live);
     if (!m.seg_live)
         return SAL_ENOMEM;
@@ -209,18 +234,21 @@ int sal_recover(sal_heap *h, sal_segment_record *rec, int same_boot,
     sal_id_vec_free(&m.stack);
     if (m.oom) {
         free(m.seg_live);
-        free(old_gen);
+        free(old_entries);
         return SAL_ENOMEM;
     }
     /* Entries left free keep the newer of the remembered and swept
      * generations. */
-    for (uint64_t i = 1; old_gen && i < hwm; i++) {
+    for (uint64_t i = 1; old_entries && i < hwm; i++) {
         uint64_t e = atomic_load_explicit(&table[i], memory_order_relaxed);
-        if ((e & SAL_ENTRY_FREE) && gen_newer(old_gen[i], entry_gen(e)))
-            atomic_store_explicit(&table[i], sal_entry_make_free(sal_entry_loc(e), old_gen[i]),
+        uint64_t old = old_entries[i];
+        if ((e & SAL_ENTRY_FREE) && (old & SAL_ENTRY_FREE) &&
+            gen_newer(entry_gen(old), entry_gen(e)))
+            atomic_store_explicit(&table[i],
+                                  sal_entry_make_free(sal_entry_loc(e), entry_gen(old)),
                                   memory_order_relaxed);
     }
-    free(old_gen);
+    free(old_entries);
 
     /* Segments: live bytes recounted; empty ones are free. */
     for (uint64_t s = 0; s < nseg; s++) {
