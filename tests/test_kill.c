@@ -23,15 +23,17 @@
  *     the number of references to it; the heap's live objects and live
  *     bytes are exactly what the roots reach (no leaked id or byte); the
  *     recovery report found no dangling reference or damaged header;
- *   - the heap then closes cleanly and reopens with the same state.
+ *   - the heap then closes cleanly and reopens with the same state, and
+ *     `sal-gc check` (when the gc-tool is built) reports no damage.
  *
  * Every commit the child reports is also checked: each worker's part of it
  * must be a version that worker reported (the cut is consistent).
  *
  *     test_kill [--rounds N] [--seed S] [--max-failures F] [--verbose]
  *
- * (or SAL_KILL_ROUNDS=N, SAL_TEST_SEED=S).  Round i uses seed S+i.  The
- * last line of output is always
+ * (or SAL_KILL_ROUNDS=N, SAL_TEST_SEED=S).  Round i uses seed S+i (the
+ * workload's and the kill's random choices replay; the interleaving of
+ * the threads does not).  The last line of output is always
  *
  *     kill-rounds: N passed, F failed; mid-sync K; median commits before kill M; seeds A-B
  *

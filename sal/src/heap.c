@@ -120,7 +120,10 @@ static int check_file(int fd, sal_superblock *sb, sal_commit_slot *slot,
     /* The newest valid durable slot; a volatile slot (protect and async
      * commits) only if it is newer and was written in this boot: after a
      * reboot the page cache is gone, and with it whatever a volatile
-     * commit did not flush. */
+     * commit did not flush.  A slot counts only with its segment-table copy
+     * intact: a commit whose slot reached the disk although its flush
+     * failed can have its copy rewritten by the next commit, and then the
+     * slot before it is the current one. */
     sal_commit_slot s[SAL_SLOT_COUNT];
     int valid[SAL_SLOT_COUNT];
     for (unsigned i = 0; i < SAL_SLOT_COUNT; i++) {
@@ -128,41 +131,59 @@ static int check_file(int fd, sal_superblock *sb, sal_commit_slot *slot,
             return err;
         valid[i] = sal_slot_valid(&s[i], sb) && s[i].durable == (i < 2);
     }
-    int pick = -1;
-    for (unsigned i = 0; i < 2; i++)
-        if (valid[i] && (pick < 0 || s[i].epoch > s[pick].epoch))
-            pick = (int)i;
-    if (pick < 0)
-        return SAL_ECORRUPT;
-    *durable_index = (unsigned)pick;
     uint8_t boot[16];
-    if (sal_os_boot_id(boot) == 0)
-        for (unsigned i = 2; i < SAL_SLOT_COUNT; i++)
-            if (valid[i] && s[i].epoch > s[pick].epoch &&
-                memcmp(s[i].boot_id, boot, sizeof boot) == 0)
-                pick = (int)i;
+    int have_boot = sal_os_boot_id(boot) == 0;
+    /* Preference: newest first; volatile slots only from this boot. */
+    unsigned order[SAL_SLOT_COUNT], norder = 0;
+    for (unsigned i = 0; i < SAL_SLOT_COUNT; i++)
+        if (valid[i] && (i < 2 || (have_boot && !memcmp(s[i].boot_id, boot, sizeof boot))))
+            order[norder++] = i;
+    for (unsigned a = 1; a < norder; a++)
+        for (unsigned k = a; k > 0 && s[order[k]].epoch > s[order[k - 1]].epoch; k--) {
+            unsigned t = order[k];
+            order[k] = order[k - 1];
+            order[k - 1] = t;
+        }
+    sal_segment_record *rec = NULL;
+    int pick = -1, durable_pick = -1;
+    for (unsigned k = 0; k < norder && (pick < 0 || durable_pick < 0); k++) {
+        unsigned i = order[k];
+        sal_segment_record *r = NULL;
+        uint64_t n = s[i].segments_high_water;
+        if (s[i].file_bytes < sb->data_offset + n * sb->segment_bytes)
+            continue;
+        r = calloc(n ? n : 1, sizeof *r);
+        if (!r) {
+            free(rec);
+            return SAL_ENOMEM;
+        }
+        uint64_t segtab = sb->segtab_offset + i * sb->segtab_bytes;
+        if ((n && sal_os_pread(fd, r, n * sizeof *r, segtab) != 0) ||
+            sal_crc32c(0, r, n * sizeof *r) != s[i].segtab_checksum) {
+            free(r);
+            continue;
+        }
+        if (pick < 0) {
+            pick = (int)i;
+            rec = r;
+        } else {
+            free(r);
+        }
+        if (i < 2 && durable_pick < 0)
+            durable_pick = (int)i;
+    }
+    if (pick < 0 || durable_pick < 0) {
+        free(rec);
+        return SAL_ECORRUPT;
+    }
     *slot = s[pick];
     *slot_index = (unsigned)pick;
-
-    uint64_t need = sb->data_offset + slot->segments_high_water * sb->segment_bytes;
-    if (slot->file_bytes < need)
-        return SAL_ECORRUPT;
-    if (size < slot->file_bytes || size < sb->data_offset)
+    *durable_index = (unsigned)durable_pick;
+    if (size < slot->file_bytes || size < sb->data_offset) {
+        free(rec);
         return SAL_ETRUNCATED;
-
+    }
     uint64_t n = slot->segments_high_water;
-    sal_segment_record *rec = calloc(n ? n : 1, sizeof *rec);
-    if (!rec)
-        return SAL_ENOMEM;
-    uint64_t segtab = sb->segtab_offset + pick * sb->segtab_bytes;
-    if (n && (err = sal_os_pread(fd, rec, n * sizeof *rec, segtab))) {
-        free(rec);
-        return err;
-    }
-    if (sal_crc32c(0, rec, n * sizeof *rec) != slot->segtab_checksum) {
-        free(rec);
-        return SAL_ECORRUPT;
-    }
     for (uint64_t i = 0; i < n; i++) {
         if (rec[i].state > SAL_SEGREC_USED || rec[i].used_bytes > sb->segment_bytes ||
             rec[i].live_bytes > rec[i].used_bytes || rec[i].used_bytes % 8) {
@@ -230,6 +251,7 @@ static int load_state(sal_heap *h, const sal_segment_record *rec)
             /* Committed and finished: nobody bumps it again. */
             atomic_store(&g->protect_mark, h->segment_bytes);
             g->durable_mark = h->segment_bytes;
+            g->readonly_mark = h->readonly ? 0 : h->segment_bytes; /* protected below */
             h->opened_live_bytes += (int64_t)rec[i].live_bytes;
         } else {
             atomic_store(&g->state, SEG_FREE);

@@ -59,6 +59,9 @@ typedef struct sal_segment {
     _Atomic int retired;          /* 1 once no session bumps it */
     _Atomic uint64_t used_bytes;  /* bump end, relative to segment start */
     _Atomic uint64_t protect_mark;/* committed below this (relative) */
+    uint64_t readonly_mark;       /* mprotected read-only below this: lags
+                                     protect_mark only after a failed
+                                     mprotect, which the next sync retries */
     uint64_t pending_epoch;       /* section epoch when it became pending */
     uint64_t pending_commit;      /* cut it emptied after: reusable once a
                                      later commit is written; 0: never

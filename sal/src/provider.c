@@ -48,6 +48,7 @@ static int segment_pick_locked(sal_heap *h, uint64_t *seg_out)
 static void segment_reset(sal_segment *g, int state)
 {
     g->durable_mark = 0; /* (g->folios stays: it describes the page cache) */
+    g->readonly_mark = 0;
     atomic_store(&g->live_bytes, 0);
     atomic_store(&g->retired, 0);
     atomic_store(&g->used_bytes, 0);
@@ -109,7 +110,7 @@ static void reclaim_locked(sal_heap *h)
         sal_segment *g = &h->segments[seg];
         if (pending_reusable(h, g, oldest)) {
             /* Committed pages were made read-only; writable again now. */
-            if (atomic_load(&g->protect_mark) &&
+            if (g->readonly_mark &&
                 sal_os_protect_readwrite(h->base + sal_segment_start(h, seg),
                                          h->segment_bytes) != 0) {
                 h->pending_segs[kept++] = seg; /* try again later */

@@ -196,10 +196,11 @@ static int cut_take(sal_heap *h, cut *c, int mode, sal_id *roots_out)
             uint64_t end = used < mark ? used : mark;
             if (end > from)
                 c->flush[c->nflush++] = (range){start + from, end - from};
-            if (mark > old) {
-                c->protect[c->nprotect++] = (range){start + old, mark - old};
+            if (mark > g->readonly_mark)
+                c->protect[c->nprotect++] =
+                    (range){start + g->readonly_mark, mark - g->readonly_mark};
+            if (mark > old)
                 atomic_store_explicit(&g->protect_mark, mark, memory_order_release);
-            }
             c->new_marks[i] = mark;
         }
     }
@@ -344,10 +345,18 @@ int sal_commit(sal_heap *h, int mode, int clean, sal_id *roots_out)
     if (err)
         goto done;
 
-    for (size_t i = 0; i < c.nprotect; i++)
+    for (size_t i = 0; i < c.nprotect; i++) {
         if ((err = sal_os_protect_readonly(h->base + c.protect[i].offset,
                                            c.protect[i].length)))
             goto done;
+        /* Read-only now; a failure above leaves the mark behind, and the
+         * next sync protects from there. */
+        uint64_t seg = sal_segment_of(h, c.protect[i].offset);
+        pthread_mutex_lock(&h->seg_lock);
+        h->segments[seg].readonly_mark =
+            c.protect[i].offset + c.protect[i].length - sal_segment_start(h, seg);
+        pthread_mutex_unlock(&h->seg_lock);
+    }
 #if !defined(SAL_MUTANT_SKIP_FLUSH) && !defined(SAL_MUTANT_SLOT_FIRST)
     /* (Mutants for testing the crash harnesses: SKIP_FLUSH never flushes
      * the data, SLOT_FIRST flushes it only after the slot.) */
