@@ -596,7 +596,7 @@ static void ftruncate_enospc(void **state)
  * on disk (it was written; only its flush failed) while the second sync
  * has rewritten the segment-table copy that slot vouches for: open must
  * fall back to the other durable slot, not refuse the heap. */
-static void known_bug_slot_flush_then_table_flush_fail(void **state)
+static void slot_flush_then_table_flush_fail(void **state)
 {
     NEED_HOOKS();
     tu_ctx *c = *state;
@@ -700,7 +700,7 @@ static void stray_write_faults(void **state)
 
 /* A sync whose mprotect failed, then one that worked: the object the first
  * committed must be read-only by then. */
-static void known_bug_stray_write_after_failed_mprotect(void **state)
+static void stray_write_after_failed_mprotect(void **state)
 {
     NEED_HOOKS();
     tu_ctx *c = *state;
@@ -724,9 +724,9 @@ int main(int argc, char **argv)
         FAULT_TEST(mprotect_fails),
         FAULT_TEST(fallocate_enospc_then_sync),
         FAULT_TEST(ftruncate_enospc),
-        FAULT_TEST(known_bug_slot_flush_then_table_flush_fail),
+        FAULT_TEST(slot_flush_then_table_flush_fail),
         FAULT_TEST(stray_write_faults),
-        FAULT_TEST(known_bug_stray_write_after_failed_mprotect),
+        FAULT_TEST(stray_write_after_failed_mprotect),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
