@@ -98,7 +98,7 @@ static int geometry(const sal_options *o, sal_superblock *sb)
  * the segment table.  Reads only. */
 static int check_file(int fd, sal_superblock *sb, sal_commit_slot *slot,
                       unsigned *slot_index, unsigned *durable_index,
-                      sal_segment_record **records_out)
+                      uint64_t *max_epoch, sal_segment_record **records_out)
 {
     uint64_t size;
     int err = sal_os_file_size(fd, &size);
@@ -131,6 +131,12 @@ static int check_file(int fd, sal_superblock *sb, sal_commit_slot *slot,
             return err;
         valid[i] = sal_slot_valid(&s[i], sb) && s[i].durable == (i < 2);
     }
+    /* Epochs go on above every valid slot, including volatile slots of an
+     * earlier boot that are ignored now. */
+    *max_epoch = 0;
+    for (unsigned i = 0; i < SAL_SLOT_COUNT; i++)
+        if (valid[i] && s[i].epoch > *max_epoch)
+            *max_epoch = s[i].epoch;
     uint8_t boot[16];
     int have_boot = sal_os_boot_id(boot) == 0;
     /* Preference: newest first; volatile slots only from this boot. */
@@ -294,8 +300,9 @@ static int heap_open_fd(int fd, const sal_options *opt, int writable,
     sal_superblock sb;
     sal_commit_slot slot;
     unsigned slot_index, durable_index;
+    uint64_t max_epoch;
     sal_segment_record *rec = NULL;
-    int err = check_file(fd, &sb, &slot, &slot_index, &durable_index, &rec);
+    int err = check_file(fd, &sb, &slot, &slot_index, &durable_index, &max_epoch, &rec);
     if (err)
         return err;
     unsigned flags = opt ? opt->flags : 0;
@@ -373,6 +380,8 @@ static int heap_open_fd(int fd, const sal_options *opt, int writable,
             goto fail;
 
     if (writable) {
+        /* The next commit's epoch is above every slot's. */
+        h->committed.epoch = max_epoch;
         /* From here on the file says "open": a crash leaves it unclean. */
         if ((err = sal_commit(h, SAL_SYNC_DURABLE, 0, NULL)))
             goto fail;
