@@ -32,7 +32,7 @@ peers="${SAL_PEERS_DIR:-$root/../shared/peers}"
 [ -f "$peers/peer_msync.c" ] || { echo "no peer sources in $peers (set SAL_PEERS_DIR)" >&2; exit 1; }
 peerbin="$(dirname "$salbench")/peers"
 mkdir -p "$peerbin"
-cc -O2 -std=c11 -D_GNU_SOURCE -o "$peerbin/peer_msync" "$peers/peer_msync.c"
+cc -O2 -std=c11 -o "$peerbin/peer_msync" "$peers/peer_msync.c"
 
 raw=$(mktemp)
 trap 'rm -f "$raw"' EXIT
