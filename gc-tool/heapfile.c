@@ -20,33 +20,12 @@
 #include <unistd.h>
 
 #include "heapfile.h"
+#include "os.h"
 
 int gc_boot_id(uint8_t out[16])
 {
-    /* "xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx\n": 32 hex digits, parsed as
-     * the library parses them (sal_os_boot_id). */
-    char text[64];
-    int fd = open("/proc/sys/kernel/random/boot_id", O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return errno;
-    ssize_t n = read(fd, text, sizeof text - 1);
-    close(fd);
-    if (n <= 0)
-        return EIO;
-    memset(out, 0, 16);
-    unsigned digits = 0;
-    for (ssize_t i = 0; i < n && digits < 32; i++) {
-        char ch = text[i];
-        int v = ch >= '0' && ch <= '9'   ? ch - '0'
-                : ch >= 'a' && ch <= 'f' ? ch - 'a' + 10
-                : ch >= 'A' && ch <= 'F' ? ch - 'A' + 10
-                                         : -1;
-        if (v < 0)
-            continue;
-        out[digits / 2] = (uint8_t)(out[digits / 2] | (v << (digits % 2 ? 0 : 4)));
-        digits++;
-    }
-    return digits == 32 ? 0 : EIO;
+    /* The library's own reading, so that both pick the same slots. */
+    return sal_os_boot_id(out);
 }
 
 static int read_exact(int fd, void *buf, size_t len, uint64_t off)
