@@ -208,7 +208,10 @@ typedef struct sal_options {
     uint64_t segment_bytes;
     /* At create: how many ids the object table can hold (8 bytes each of
      * file, allocated as ids are used).  Default SAL_DEFAULT_MAX_OBJECTS,
-     * at most SAL_MAX_OBJECTS_LIMIT.  Ignored by sal_heap_open(). */
+     * at most SAL_MAX_OBJECTS_LIMIT.  The whole table (max_objects * 8
+     * bytes, 2 GiB by default) is laid out inside reserve_bytes: a small
+     * reservation needs a smaller max_objects (else SAL_EINVAL).  Ignored
+     * by sal_heap_open(). */
     uint64_t max_objects;
     /* At create: permission bits of the new file.  Default 0600. */
     unsigned file_mode;
