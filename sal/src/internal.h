@@ -278,6 +278,8 @@ int sal_recover(sal_heap *h, sal_segment_record *rec, int same_boot,
 /* Cut, flush per mode, write the next commit slot.  Caller holds
  * sync_lock.  clean = 1 only at close. */
 int sal_commit(sal_heap *h, int mode, int clean, sal_id *roots_out);
+/* Move the ids whose commit has been written to the free pool. */
+void sal_pending_ids_release(sal_heap *h);
 /* Hand a session's batch of pending ids to the heap. */
 void sal_pending_ids_handover(sal_session *s);
 /* Wait while a cut is in progress (write_begin). */

@@ -242,9 +242,17 @@ int sal_table_ensure(sal_heap *h, uint64_t index)
 static void *provider_main(void *arg)
 {
     sal_heap *h = arg;
+    uint64_t released_at = 0; /* commit epoch of the last id release */
     pthread_mutex_lock(&h->seg_lock);
     while (!h->provider_stop) {
         reclaim_locked(h);
+        uint64_t written = atomic_load(&h->commit_epoch);
+        if (written != released_at) {
+            released_at = written;
+            pthread_mutex_unlock(&h->seg_lock);
+            sal_pending_ids_release(h);
+            pthread_mutex_lock(&h->seg_lock);
+        }
         if (h->ready_len < h->ready_target && !h->provider_error) {
             uint64_t seg;
             int err = segment_pick_locked(h, &seg);

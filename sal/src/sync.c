@@ -290,20 +290,42 @@ static int write_records(sal_heap *h, cut *c, unsigned target, int mode)
                        hi > lo ? (hi - lo) * sizeof *rec : SAL_PAGE_BYTES, mode);
 }
 
-/* Ids released after cut `tag` are reusable once commit tag+1 is written. */
-static void release_pending_ids(sal_heap *h, uint64_t written_epoch)
+/* Ids released after cut `tag` are reusable once commit tag+1 is written.
+ * Run by the provider thread (a mass release can leave millions to move),
+ * or by the commit itself when there is no provider. */
+void sal_pending_ids_release(sal_heap *h)
 {
+    uint64_t written = atomic_load(&h->commit_epoch);
     pthread_mutex_lock(&h->pending_lock);
+    size_t ready = 0;
+    for (size_t i = 0; i < h->pending_ids_len; i++)
+        ready += h->pending_ids[i].tag < written;
+    if (ready == 0) {
+        pthread_mutex_unlock(&h->pending_lock);
+        return;
+    }
     pthread_mutex_lock(&h->free_ids_lock);
+    sal_id_vec *pool = &h->free_ids;
+    if (pool->len + ready > pool->cap) {
+        size_t cap = pool->cap ? pool->cap : 256;
+        while (cap < pool->len + ready)
+            cap *= 2;
+        sal_id *p = realloc(pool->ids, cap * sizeof *p);
+        if (!p) { /* try again next time */
+            pthread_mutex_unlock(&h->free_ids_lock);
+            pthread_mutex_unlock(&h->pending_lock);
+            return;
+        }
+        pool->ids = p;
+        pool->cap = cap;
+    }
     size_t kept = 0;
     for (size_t i = 0; i < h->pending_ids_len; i++) {
         sal_pending_id p = h->pending_ids[i];
-        if (p.tag < written_epoch) {
-            if (sal_id_vec_push(&h->free_ids, p.next_id) != 0)
-                h->pending_ids[kept++] = p; /* try again next time */
-        } else {
+        if (p.tag < written)
+            pool->ids[pool->len++] = p.next_id;
+        else
             h->pending_ids[kept++] = p;
-        }
     }
     h->pending_ids_len = kept;
     pthread_mutex_unlock(&h->free_ids_lock);
@@ -408,8 +430,16 @@ int sal_commit(sal_heap *h, int mode, int clean, sal_id *roots_out)
         pthread_mutex_unlock(&h->seg_lock);
         atomic_store(&h->durable_epoch, s->epoch);
     }
-    release_pending_ids(h, s->epoch);
-    sal_segments_reclaim(h);
+    if (h->provider_running) {
+        /* The provider moves the released ids and segments to the free
+         * pools, off the committing thread. */
+        pthread_mutex_lock(&h->seg_lock);
+        pthread_cond_broadcast(&h->seg_cond);
+        pthread_mutex_unlock(&h->seg_lock);
+    } else {
+        sal_pending_ids_release(h);
+        sal_segments_reclaim(h);
+    }
 done:
     cut_free(&c);
     return err;
