@@ -393,12 +393,6 @@ int sal_os_populate_write(void *addr, uint64_t length)
     return 0;
 }
 
-int sal_os_advise_random(void *addr, uint64_t length)
-{
-    FAULT(SAL_OS_MADVISE);
-    return madvise(addr, (size_t)length, MADV_RANDOM) == 0 ? 0 : errno;
-}
-
 int sal_os_write_and_wait(int fd, const void *addr, uint64_t offset, uint64_t length)
 {
     FAULT(SAL_OS_SYNC_FILE_RANGE);

@@ -72,7 +72,6 @@ int sal_os_protect_readwrite(void *addr, uint64_t length);
 int sal_os_msync(void *addr, uint64_t length, int synchronous);
 int sal_os_populate_write(void *addr, uint64_t length);
 
-int sal_os_advise_random(void *addr, uint64_t length);
 int sal_os_sync_file_range(int fd, uint64_t offset, uint64_t length);
 /* Write a range to the device and wait for it (sync_file_range with both
  * waits): on the device, but durable only after the next flush (an msync
