@@ -6,21 +6,6 @@
  */
 #include "test_util.h"
 
-static sal_heap *open_small(tu_ctx *c, sal_session **s)
-{
-    sal_options o = tu_small_options();
-    sal_heap *h;
-    TU_OK(sal_heap_create(c->path, &o, &h));
-    TU_OK(sal_session_open(h, s));
-    return h;
-}
-
-static void close_all(sal_heap *h, sal_session *s)
-{
-    TU_OK(sal_session_close(s));
-    TU_OK(sal_heap_close(h));
-}
-
 static sal_object_info info_of(sal_session *s, sal_id id)
 {
     sal_object_info info;
@@ -66,7 +51,7 @@ static void write_unique_in_place(void **state)
 {
     tu_ctx *c = *state;
     sal_session *s;
-    sal_heap *h = open_small(c, &s);
+    sal_heap *h = tu_open_small(c, &s);
     sal_id a;
     void *p, *w;
     TU_OK(sal_write_begin(s));
@@ -98,14 +83,14 @@ static void write_unique_in_place(void **state)
     assert_int_equal(info.committed, 0);
     assert_int_equal(tu_stats(h).live_objects, 1);
     TU_OK(sal_release(s, a));
-    close_all(h, s);
+    tu_close_all(h, s);
 }
 
 static void write_shared_copies(void **state)
 {
     tu_ctx *c = *state;
     sal_session *s;
-    sal_heap *h = open_small(c, &s);
+    sal_heap *h = tu_open_small(c, &s);
     sal_id a, c1, c2;
     void *p;
     TU_OK(sal_write_begin(s));
@@ -165,7 +150,7 @@ static void write_shared_copies(void **state)
     sal_heap_stats st = tu_stats(h);
     assert_int_equal(st.live_objects, 0);
     assert_int_equal(st.live_bytes, 0);
-    close_all(h, s);
+    tu_close_all(h, s);
 }
 
 /* After a reopen every object is committed: sal_write copies even at
@@ -175,7 +160,7 @@ static void write_committed_copies(void **state)
 {
     tu_ctx *c = *state;
     sal_session *s;
-    sal_heap *h = open_small(c, &s);
+    sal_heap *h = tu_open_small(c, &s);
     sal_id a, ch;
     void *p;
     TU_OK(sal_write_begin(s));
@@ -186,7 +171,7 @@ static void write_committed_copies(void **state)
     tu_fill(p, 48, 8, 5);
     TU_OK(sal_write_end(s));
     TU_OK(tu_root_set(s, 0, a));
-    close_all(h, s);
+    tu_close_all(h, s);
 
     TU_OK(sal_heap_open(c->path, NULL, &h));
     TU_OK(sal_session_open(h, &s));
@@ -215,7 +200,7 @@ static void write_committed_copies(void **state)
     assert_int_equal(info.refcount, 1);
     assert_int_equal(tu_stats(h).live_objects, 2);
     TU_OK(tu_root_set(s, 0, r));
-    close_all(h, s);
+    tu_close_all(h, s);
 
     TU_OK(sal_heap_open(c->path, NULL, &h));
     TU_OK(sal_session_open(h, &s));
@@ -227,7 +212,7 @@ static void write_committed_copies(void **state)
     expect_payload(s, ch, 8, 0, 99);
     assert_int_equal(tu_stats(h).live_objects, 2);
     TU_OK(sal_release(s, r2));
-    close_all(h, s);
+    tu_close_all(h, s);
 }
 
 /* ---------------------------------------------------------------------
@@ -238,7 +223,7 @@ static void write_child_unique_in_place(void **state)
 {
     tu_ctx *c = *state;
     sal_session *s;
-    sal_heap *h = open_small(c, &s);
+    sal_heap *h = tu_open_small(c, &s);
     sal_id parent, child;
     void *p, *cp;
     TU_OK(sal_write_begin(s));
@@ -271,14 +256,14 @@ static void write_child_unique_in_place(void **state)
     assert_int_equal(tu_stats(h).live_objects, 2);
     TU_OK(sal_release(s, parent));
     assert_int_equal(tu_stats(h).live_objects, 0);
-    close_all(h, s);
+    tu_close_all(h, s);
 }
 
 static void write_child_shared_copies(void **state)
 {
     tu_ctx *c = *state;
     sal_session *s;
-    sal_heap *h = open_small(c, &s);
+    sal_heap *h = tu_open_small(c, &s);
     sal_id parent, child, grand;
     void *p, *cp;
     TU_OK(sal_write_begin(s));
@@ -322,14 +307,14 @@ static void write_child_shared_copies(void **state)
     assert_int_equal(rc_of(s, grand), 1);
     TU_OK(sal_release(s, parent));
     assert_int_equal(tu_stats(h).live_objects, 0);
-    close_all(h, s);
+    tu_close_all(h, s);
 }
 
 static void write_child_committed_copies(void **state)
 {
     tu_ctx *c = *state;
     sal_session *s;
-    sal_heap *h = open_small(c, &s);
+    sal_heap *h = tu_open_small(c, &s);
     sal_id parent, child;
     void *p;
     TU_OK(sal_write_begin(s));
@@ -340,7 +325,7 @@ static void write_child_committed_copies(void **state)
     TU_OK(sal_set_child(s, parent, 0, child));
     TU_OK(sal_write_end(s));
     TU_OK(tu_root_set(s, 0, parent));
-    close_all(h, s);
+    tu_close_all(h, s);
 
     TU_OK(sal_heap_open(c->path, NULL, &h));
     TU_OK(sal_session_open(h, &s));
@@ -363,7 +348,7 @@ static void write_child_committed_copies(void **state)
     expect_stale(s, parent);
     expect_stale(s, child);
     assert_int_equal(tu_stats(h).live_objects, 2);
-    close_all(h, s);
+    tu_close_all(h, s);
 
     TU_OK(sal_heap_open(c->path, NULL, &h));
     TU_OK(sal_session_open(h, &s));
@@ -389,14 +374,14 @@ static void write_child_committed_copies(void **state)
     expect_stale(s, got);
     TU_OK(sal_release(s, r2));
     assert_int_equal(tu_stats(h).live_objects, 0);
-    close_all(h, s);
+    tu_close_all(h, s);
 }
 
 static void set_child_releases_old(void **state)
 {
     tu_ctx *c = *state;
     sal_session *s;
-    sal_heap *h = open_small(c, &s);
+    sal_heap *h = tu_open_small(c, &s);
     sal_id parent, a, b, keep;
     void *p;
     TU_OK(sal_write_begin(s));
@@ -422,7 +407,7 @@ static void set_child_releases_old(void **state)
     TU_OK(sal_release(s, parent));
     TU_OK(sal_release(s, keep));
     assert_int_equal(tu_stats(h).live_objects, 0);
-    close_all(h, s);
+    tu_close_all(h, s);
 }
 
 /* Write access to a child is asked of its writable parent: a parent that
@@ -431,7 +416,7 @@ static void parent_not_writable(void **state)
 {
     tu_ctx *c = *state;
     sal_session *s;
-    sal_heap *h = open_small(c, &s);
+    sal_heap *h = tu_open_small(c, &s);
     sal_id parent, child;
     void *p;
     TU_OK(sal_write_begin(s));
@@ -481,7 +466,7 @@ static void parent_not_writable(void **state)
      * not-writable child-of-child. */
     TU_OK(sal_release(s, parent));
     assert_int_equal(tu_stats(h).live_objects, 0);
-    close_all(h, s);
+    tu_close_all(h, s);
 }
 
 /* ---------------------------------------------------------------------
@@ -518,7 +503,7 @@ static void path_copy_under_snapshot(void **state)
 {
     tu_ctx *c = *state;
     sal_session *s;
-    sal_heap *h = open_small(c, &s);
+    sal_heap *h = tu_open_small(c, &s);
     uint64_t counter = 0;
     TU_OK(sal_write_begin(s));
     sal_id root = build_tree(s, DEPTH, &counter);
@@ -593,7 +578,7 @@ static void path_copy_under_snapshot(void **state)
     TU_OK(tu_root_set(s, 0, SAL_NULL_ID));
     assert_int_equal(tu_stats(h).live_objects, 0);
     assert_int_equal(tu_stats(h).live_bytes, 0);
-    close_all(h, s);
+    tu_close_all(h, s);
 }
 
 int main(int argc, char **argv)

@@ -8,21 +8,6 @@
  */
 #include "test_util.h"
 
-static sal_heap *open_small(tu_ctx *c, sal_session **s)
-{
-    sal_options o = tu_small_options();
-    sal_heap *h;
-    TU_OK(sal_heap_create(c->path, &o, &h));
-    TU_OK(sal_session_open(h, s));
-    return h;
-}
-
-static void close_all(sal_heap *h, sal_session *s)
-{
-    TU_OK(sal_session_close(s));
-    TU_OK(sal_heap_close(h));
-}
-
 static uint32_t refcount_of(sal_session *s, sal_id id)
 {
     sal_object_info info;
@@ -60,7 +45,7 @@ static void alloc_read_info(void **state)
 {
     tu_ctx *c = *state;
     sal_session *s;
-    sal_heap *h = open_small(c, &s);
+    sal_heap *h = tu_open_small(c, &s);
     struct {
         size_t size;
         unsigned nrefs, type;
@@ -120,14 +105,14 @@ static void alloc_read_info(void **state)
     sal_heap_stats st = tu_stats(h);
     assert_int_equal(st.live_objects, st0.live_objects);
     assert_int_equal(st.live_bytes, st0.live_bytes);
-    close_all(h, s);
+    tu_close_all(h, s);
 }
 
 static void retain_release_counts(void **state)
 {
     tu_ctx *c = *state;
     sal_session *s;
-    sal_heap *h = open_small(c, &s);
+    sal_heap *h = tu_open_small(c, &s);
     sal_id a;
     void *p;
     TU_OK(sal_write_begin(s));
@@ -152,7 +137,7 @@ static void retain_release_counts(void **state)
     TU_OK(sal_release(s, a));
     assert_int_equal(tu_stats(h).live_objects, 0);
     expect_stale(s, a, "released object");
-    close_all(h, s);
+    tu_close_all(h, s);
 }
 
 /* Releasing a parent releases its children; shared children survive as
@@ -161,7 +146,7 @@ static void release_frees_children(void **state)
 {
     tu_ctx *c = *state;
     sal_session *s;
-    sal_heap *h = open_small(c, &s);
+    sal_heap *h = tu_open_small(c, &s);
     sal_id p1, p2, shared, own1, own2, grand;
     void *p;
     TU_OK(sal_write_begin(s));
@@ -197,7 +182,7 @@ static void release_frees_children(void **state)
     sal_heap_stats st = tu_stats(h);
     assert_int_equal(st.live_objects, 0);
     assert_int_equal(st.live_bytes, 0);
-    close_all(h, s);
+    tu_close_all(h, s);
 }
 
 /* An object may hold the same child twice, and null slots anywhere. */
@@ -205,7 +190,7 @@ static void same_child_twice(void **state)
 {
     tu_ctx *c = *state;
     sal_session *s;
-    sal_heap *h = open_small(c, &s);
+    sal_heap *h = tu_open_small(c, &s);
     sal_id parent, child;
     void *p;
     TU_OK(sal_write_begin(s));
@@ -221,7 +206,7 @@ static void same_child_twice(void **state)
     assert_int_equal(refcount_of(s, child), 1);
     TU_OK(sal_release(s, child));
     assert_int_equal(tu_stats(h).live_objects, 0);
-    close_all(h, s);
+    tu_close_all(h, s);
 }
 
 /* A count that reaches SAL_REFCOUNT_SATURATED stays there and the object
@@ -230,7 +215,7 @@ static void refcount_saturates(void **state)
 {
     tu_ctx *c = *state;
     sal_session *s;
-    sal_heap *h = open_small(c, &s);
+    sal_heap *h = tu_open_small(c, &s);
     sal_id a;
     void *p;
     TU_OK(sal_write_begin(s));
@@ -257,7 +242,7 @@ static void refcount_saturates(void **state)
     assert_int_equal(tu_check(q, 16, 0, 16), TU_CHECK_OK);
     TU_OK(sal_read_end(s));
     assert_int_equal(tu_stats(h).live_objects, 1);
-    close_all(h, s);
+    tu_close_all(h, s);
 }
 
 /* ---------------------------------------------------------------------
@@ -271,7 +256,7 @@ static void stale_after_reuse(void **state)
 {
     tu_ctx *c = *state;
     sal_session *s;
-    sal_heap *h = open_small(c, &s);
+    sal_heap *h = tu_open_small(c, &s);
     enum { REUSES = 300, MAX_TRIES = 200000 };
     sal_id *old = calloc(REUSES + 1, sizeof(sal_id));
     sal_id *hold = calloc(MAX_TRIES, sizeof(sal_id));
@@ -336,7 +321,7 @@ static void stale_after_reuse(void **state)
     assert_int_equal(tu_stats(h).live_objects, 0);
     free(old);
     free(hold);
-    close_all(h, s);
+    tu_close_all(h, s);
 }
 
 /* Ids of committed objects: released after a reopen, the id is stale at
@@ -346,7 +331,7 @@ static void stale_committed(void **state)
 {
     tu_ctx *c = *state;
     sal_session *s;
-    sal_heap *h = open_small(c, &s);
+    sal_heap *h = tu_open_small(c, &s);
     sal_id a, b;
     void *p;
     TU_OK(sal_write_begin(s));
@@ -357,7 +342,7 @@ static void stale_committed(void **state)
     TU_OK(sal_write_end(s));
     TU_OK(tu_root_set(s, 0, a));
     TU_OK(tu_root_set(s, 1, b));
-    close_all(h, s);
+    tu_close_all(h, s);
 
     TU_OK(sal_heap_open(c->path, NULL, &h));
     TU_OK(sal_session_open(h, &s));
@@ -384,14 +369,14 @@ static void stale_committed(void **state)
     }
     TU_OK(sal_write_end(s));
     expect_stale(s, a, "after allocations");
-    close_all(h, s);
+    tu_close_all(h, s);
 
     TU_OK(sal_heap_open(c->path, NULL, &h));
     TU_OK(sal_session_open(h, &s));
     expect_stale(s, a, "after reopen");
     expect_stale(s, b, "after reopen");
     assert_int_equal(tu_stats(h).live_objects, 0);
-    close_all(h, s);
+    tu_close_all(h, s);
 }
 
 /* ---------------------------------------------------------------------
@@ -406,7 +391,7 @@ static void ids_bounded_rounds(void **state)
     tu_ctx *c = *state;
     uint64_t rng = tu_seed() ^ 0xbb67ae8584caa73bull;
     sal_session *s;
-    sal_heap *h = open_small(c, &s);
+    sal_heap *h = tu_open_small(c, &s);
     const uint32_t n = (uint32_t)tu_scaled(50000, 4);
     const int rounds = 30;
     sal_id *ids = calloc(n, sizeof(sal_id));
@@ -463,7 +448,7 @@ static void ids_bounded_rounds(void **state)
                           n, hw1, st.ids_high_water, r, file1, st.file_bytes);
     }
     free(ids);
-    close_all(h, s);
+    tu_close_all(h, s);
 }
 
 /* Allocated by one session, released by another: the ids still come back
@@ -472,7 +457,7 @@ static void ids_bounded_cross_session(void **state)
 {
     tu_ctx *c = *state;
     sal_session *a;
-    sal_heap *h = open_small(c, &a);
+    sal_heap *h = tu_open_small(c, &a);
     sal_session *b;
     TU_OK(sal_session_open(h, &b));
     const uint32_t n = (uint32_t)tu_scaled(20000, 4);
@@ -514,7 +499,7 @@ static void ids_bounded_cross_session(void **state)
     for (uint32_t i = 0; i < n; i++)
         TU_OK(sal_release(a, ids[i]));
     free(ids);
-    close_all(h, a);
+    tu_close_all(h, a);
 }
 
 /* Space of released (never committed) objects is reused: whole segments
@@ -524,7 +509,7 @@ static void space_reused_after_release(void **state)
 {
     tu_ctx *c = *state;
     sal_session *s;
-    sal_heap *h = open_small(c, &s); /* 1 MiB segments */
+    sal_heap *h = tu_open_small(c, &s); /* 1 MiB segments */
     const uint32_t n = 40000;        /* ~5 MiB a round in 128-byte objects */
     sal_id *ids = calloc(n, sizeof(sal_id));
     assert_non_null(ids);
@@ -558,7 +543,7 @@ static void space_reused_after_release(void **state)
                      r, st.segments_in_use, seg1);
     }
     free(ids);
-    close_all(h, s);
+    tu_close_all(h, s);
 }
 
 /* ---------------------------------------------------------------------
@@ -706,7 +691,7 @@ static void chain_10m(void **state)
     assert_int_equal(tu_check(q, 100, 0, 42), TU_CHECK_OK);
     TU_OK(sal_read_end(s));
     TU_OK(sal_release(s, keep));
-    close_all(h, s);
+    tu_close_all(h, s);
 }
 
 /* A deep and wide shape: a spine of nodes each holding a leaf and the next
@@ -763,7 +748,7 @@ static void chain_spine_and_fan(void **state)
     st = tu_stats(h);
     assert_int_equal(st.live_objects, 0);
     assert_int_equal(st.live_bytes, 0);
-    close_all(h, s);
+    tu_close_all(h, s);
 }
 
 int main(int argc, char **argv)

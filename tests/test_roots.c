@@ -5,21 +5,6 @@
  */
 #include "test_util.h"
 
-static sal_heap *open_small(tu_ctx *c, sal_session **s)
-{
-    sal_options o = tu_small_options();
-    sal_heap *h;
-    TU_OK(sal_heap_create(c->path, &o, &h));
-    TU_OK(sal_session_open(h, s));
-    return h;
-}
-
-static void close_all(sal_heap *h, sal_session *s)
-{
-    TU_OK(sal_session_close(s));
-    TU_OK(sal_heap_close(h));
-}
-
 static uint32_t rc_of(sal_session *s, sal_id id)
 {
     sal_object_info info;
@@ -51,20 +36,20 @@ static void roots_start_empty(void **state)
 {
     tu_ctx *c = *state;
     sal_session *s;
-    sal_heap *h = open_small(c, &s);
+    sal_heap *h = tu_open_small(c, &s);
     for (unsigned r = 0; r < SAL_ROOT_COUNT; r++) {
         sal_id id = 0xdeadbeef;
         TU_OK(sal_root_get(s, r, &id));
         assert_int_equal(id, SAL_NULL_ID);
     }
-    close_all(h, s);
+    tu_close_all(h, s);
 }
 
 static void get_retains_set_passes(void **state)
 {
     tu_ctx *c = *state;
     sal_session *s;
-    sal_heap *h = open_small(c, &s);
+    sal_heap *h = tu_open_small(c, &s);
     sal_id a = new_obj(s, 1);
     TU_OK(tu_root_set(s, 3, a)); /* our reference passes to the root */
     assert_int_equal(rc_of(s, a), 1);
@@ -103,14 +88,14 @@ static void get_retains_set_passes(void **state)
     TU_OK(tu_root_set(s, 3, SAL_NULL_ID));
     TU_ERR(sal_info(s, b, &info), SAL_ESTALE);
     assert_int_equal(tu_stats(h).live_objects, 0);
-    close_all(h, s);
+    tu_close_all(h, s);
 }
 
 static void compare_and_set(void **state)
 {
     tu_ctx *c = *state;
     sal_session *s;
-    sal_heap *h = open_small(c, &s);
+    sal_heap *h = tu_open_small(c, &s);
     sal_id a = new_obj(s, 1), b = new_obj(s, 2), x = new_obj(s, 3);
 
     /* Empty root: expected NULL succeeds. */
@@ -145,14 +130,14 @@ static void compare_and_set(void **state)
     TU_ERR(sal_info(s, b, &info), SAL_ESTALE);
     TU_OK(sal_release(s, x));
     assert_int_equal(tu_stats(h).live_objects, 0);
-    close_all(h, s);
+    tu_close_all(h, s);
 }
 
 static void bad_root_index(void **state)
 {
     tu_ctx *c = *state;
     sal_session *s;
-    sal_heap *h = open_small(c, &s);
+    sal_heap *h = tu_open_small(c, &s);
     sal_id a = new_obj(s, 1);
     unsigned bad[] = {SAL_ROOT_COUNT, SAL_ROOT_COUNT + 1, 1000, 0xffffffffu};
     for (size_t k = 0; k < sizeof(bad) / sizeof(bad[0]); k++) {
@@ -163,7 +148,7 @@ static void bad_root_index(void **state)
         assert_int_equal(rc_of(s, a), 1); /* still ours, untouched */
     }
     TU_OK(sal_release(s, a));
-    close_all(h, s);
+    tu_close_all(h, s);
 }
 
 /* Publishing needs a write section of an allocating session; a refused
@@ -172,7 +157,7 @@ static void publish_needs_write_section(void **state)
 {
     tu_ctx *c = *state;
     sal_session *s;
-    sal_heap *h = open_small(c, &s);
+    sal_heap *h = tu_open_small(c, &s);
     sal_id a = new_obj(s, 1), b = new_obj(s, 2);
     TU_OK(tu_root_set(s, 0, a));
     TU_ERR(sal_root_set(s, 0, b), SAL_ENOSECTION);
@@ -197,7 +182,7 @@ static void publish_needs_write_section(void **state)
     TU_OK(tu_root_set(s, 0, b));
     TU_OK(tu_root_set(s, 0, SAL_NULL_ID));
     assert_int_equal(tu_stats(h).live_objects, 0);
-    close_all(h, s);
+    tu_close_all(h, s);
 }
 
 /* Publishing a dead or impossible id is refused and leaves the root. */
@@ -205,7 +190,7 @@ static void set_bad_id(void **state)
 {
     tu_ctx *c = *state;
     sal_session *s;
-    sal_heap *h = open_small(c, &s);
+    sal_heap *h = tu_open_small(c, &s);
     sal_id a = new_obj(s, 1), dead = new_obj(s, 2);
     TU_OK(sal_release(s, dead));
     TU_OK(tu_root_set(s, 0, a));
@@ -216,7 +201,7 @@ static void set_bad_id(void **state)
     TU_ERR(tu_root_cas(s, 0, a, dead), SAL_ESTALE);
     assert_int_equal(root_of(s, 0), a);
     assert_int_equal(rc_of(s, a), 1);
-    close_all(h, s);
+    tu_close_all(h, s);
 }
 
 /* Every root survives a close and reopen; readers can use roots. */
@@ -224,7 +209,7 @@ static void roots_persist(void **state)
 {
     tu_ctx *c = *state;
     sal_session *s;
-    sal_heap *h = open_small(c, &s);
+    sal_heap *h = tu_open_small(c, &s);
     sal_id ids[SAL_ROOT_COUNT];
     for (unsigned r = 0; r < SAL_ROOT_COUNT; r++) {
         if (r % 3 == 1) {
@@ -234,7 +219,7 @@ static void roots_persist(void **state)
         ids[r] = new_obj(s, 100 + r);
         TU_OK(tu_root_set(s, r, ids[r]));
     }
-    close_all(h, s);
+    tu_close_all(h, s);
     TU_OK(sal_heap_open(c->path, NULL, &h));
     TU_OK(sal_reader_open(h, &s));
     for (unsigned r = 0; r < SAL_ROOT_COUNT; r++) {

@@ -406,6 +406,23 @@ static inline sal_options tu_small_options(void)
     return o;
 }
 
+/* A new heap with tu_small_options() at the context's path, and an
+ * allocating session on it. */
+static inline sal_heap *tu_open_small(tu_ctx *c, sal_session **s)
+{
+    sal_options o = tu_small_options();
+    sal_heap *h;
+    TU_OK(sal_heap_create(c->path, &o, &h));
+    TU_OK(sal_session_open(h, s));
+    return h;
+}
+
+static inline void tu_close_all(sal_heap *h, sal_session *s)
+{
+    TU_OK(sal_session_close(s));
+    TU_OK(sal_heap_close(h));
+}
+
 static inline sal_heap_stats tu_stats(sal_heap *h)
 {
     sal_heap_stats s;
