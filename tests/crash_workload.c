@@ -1052,3 +1052,47 @@ int cw_run(sal_heap *h, const cw_config *cfg, const cw_hooks *hooks, char *err,
     }
     return 0;
 }
+
+int cw_parse_args(int argc, char **argv, const char *rounds_env, cw_args *out)
+{
+    out->rounds = 200;
+    out->max_failures = 0;
+    out->seed = 0;
+    out->verbose = 0;
+    const char *env = getenv(rounds_env);
+    if (env && *env)
+        out->rounds = strtol(env, NULL, 0);
+    int seed_given = 0;
+    env = getenv("SAL_TEST_SEED");
+    if (env && *env) {
+        out->seed = strtoull(env, NULL, 0);
+        seed_given = 1;
+    }
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--rounds") && i + 1 < argc) {
+            out->rounds = strtol(argv[++i], NULL, 0);
+        } else if (!strcmp(argv[i], "--seed") && i + 1 < argc) {
+            out->seed = strtoull(argv[++i], NULL, 0);
+            seed_given = 1;
+        } else if (!strcmp(argv[i], "--max-failures") && i + 1 < argc) {
+            out->max_failures = strtol(argv[++i], NULL, 0);
+        } else if (!strcmp(argv[i], "--verbose")) {
+            out->verbose = 1;
+        } else {
+            fprintf(stderr,
+                    "usage: %s [--rounds N] [--seed S] [--max-failures F] [--verbose]\n"
+                    "  (%s=N, SAL_TEST_SEED=S; round i uses seed S+i;\n"
+                    "   --max-failures F stops after F failed rounds)\n",
+                    argv[0], rounds_env);
+            return 2;
+        }
+    }
+    if (out->rounds < 1)
+        out->rounds = 1;
+    if (!seed_given) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        out->seed = ((uint64_t)ts.tv_sec * 1000003u ^ (uint64_t)ts.tv_nsec) % 1000000000u;
+    }
+    return 0;
+}

@@ -137,4 +137,14 @@ int cw_gc_check(const char *heap_path, char *err, size_t errlen);
 /* Pretty-print a state in one line (for failure messages). */
 void cw_state_format(const cw_state *st, int threads, char *buf, size_t len);
 
+/* The harnesses' command line: --rounds N (or the variable `rounds_env`),
+ * --seed S (or SAL_TEST_SEED; else one drawn from the clock), --max-failures
+ * F, --verbose.  Returns 0, or 2 after printing the usage. */
+typedef struct cw_args {
+    long rounds, max_failures;
+    uint64_t seed;
+    int verbose;
+} cw_args;
+int cw_parse_args(int argc, char **argv, const char *rounds_env, cw_args *out);
+
 #endif

@@ -624,43 +624,12 @@ static int cmp_dbl(const void *a, const void *b)
 
 int main(int argc, char **argv)
 {
-    long rounds = 200, max_failures = 0;
-    const char *env = getenv("SAL_KILL_ROUNDS");
-    if (env && *env)
-        rounds = strtol(env, NULL, 0);
-    uint64_t seed = 0;
-    int seed_given = 0;
-    env = getenv("SAL_TEST_SEED");
-    if (env && *env) {
-        seed = strtoull(env, NULL, 0);
-        seed_given = 1;
-    }
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--rounds") && i + 1 < argc) {
-            rounds = strtol(argv[++i], NULL, 0);
-        } else if (!strcmp(argv[i], "--seed") && i + 1 < argc) {
-            seed = strtoull(argv[++i], NULL, 0);
-            seed_given = 1;
-        } else if (!strcmp(argv[i], "--max-failures") && i + 1 < argc) {
-            max_failures = strtol(argv[++i], NULL, 0);
-        } else if (!strcmp(argv[i], "--verbose")) {
-            verbose = 1;
-        } else {
-            fprintf(stderr,
-                    "usage: %s [--rounds N] [--seed S] [--max-failures F] [--verbose]\n"
-                    "  (SAL_KILL_ROUNDS=N, SAL_TEST_SEED=S; round i uses seed S+i;\n"
-                    "   --max-failures F stops after F failed rounds)\n",
-                    argv[0]);
-            return 2;
-        }
-    }
-    if (rounds < 1)
-        rounds = 1;
-    if (!seed_given) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        seed = ((uint64_t)ts.tv_sec * 1000003u ^ (uint64_t)ts.tv_nsec) % 1000000000u;
-    }
+    cw_args args;
+    if (cw_parse_args(argc, argv, "SAL_KILL_ROUNDS", &args) != 0)
+        return 2;
+    long rounds = args.rounds, max_failures = args.max_failures;
+    uint64_t seed = args.seed;
+    verbose = args.verbose;
     char dir[PATH_MAX];
     if (tu_mkdtemp(dir, sizeof dir) != 0) {
         perror("mkdtemp");

@@ -17,7 +17,7 @@
 #include "internal.h"
 #include "os.h"
 
-static uint64_t now_unix_ns(void)
+uint64_t sal_now_unix_ns(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
@@ -82,7 +82,7 @@ static int geometry(const sal_options *o, sal_superblock *sb)
         return SAL_EINVAL; /* no room for a single segment */
     sb->reserve_bytes = reserve;
     sb->segment_count = (reserve - sb->data_offset) / o->segment_bytes;
-    sb->created_unix_ns = now_unix_ns();
+    sb->created_unix_ns = sal_now_unix_ns();
     uint64_t uid[2];
     if (sal_os_random(uid, sizeof uid) != 0) {
         uid[0] = sb->created_unix_ns;

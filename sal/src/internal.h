@@ -274,6 +274,9 @@ int sal_object_die(sal_session *s, sal_id id, uint64_t entry, int keep_children)
 int sal_recover(sal_heap *h, sal_segment_record *rec, int same_boot,
                 sal_recovery_report *rep);
 
+/* heap.c: wall-clock time for commit slots. */
+uint64_t sal_now_unix_ns(void);
+
 /* sync.c */
 /* Cut, flush per mode, write the next commit slot.  Caller holds
  * sync_lock.  clean = 1 only at close. */

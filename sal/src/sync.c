@@ -54,13 +54,6 @@ typedef struct cut {
     size_t nflush, nprotect;
 } cut;
 
-static uint64_t now_unix_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
 void sal_cut_wait(sal_heap *h)
 {
     pthread_mutex_lock(&h->cut_lock);
@@ -400,7 +393,7 @@ int sal_commit(sal_heap *h, int mode, int clean, sal_id *roots_out)
     }
 
     sal_commit_slot *s = &c.slot;
-    s->time_unix_ns = now_unix_ns();
+    s->time_unix_ns = sal_now_unix_ns();
     s->clean = (uint32_t)clean;
     s->durable = mode == SAL_SYNC_DURABLE;
     s->durable_epoch = s->durable ? s->epoch : atomic_load(&h->durable_epoch);
