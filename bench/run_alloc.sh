@@ -11,13 +11,17 @@
 # table (stdout, and -o FILE).
 #
 # usage: bench/run_alloc.sh [-o FILE] [-r RAWFILE] [-n N] [-w W] [-R RUNS]
-#                           [-b SALBENCH] [-- extra salbench alloc options]
+#                           [-b SALBENCH] [-m GIB]
+#                           [-- extra salbench alloc options]
 #   -o FILE     also write the markdown table to FILE
 #   -r RAWFILE  keep the raw key=value lines in RAWFILE
 #   -n N, -w W  workload size (default 10000000 and 1000000, as the peers)
 #   -R RUNS     rounds (default 3; env RUNS)
 #   -b PATH     the salbench binary (default build/bench/salbench; env
 #               SALBENCH)
+#   -m GIB      touch GIB GiB of memory right before each measured command
+#               (bench/warm_memory.c says why; default 4, 0 for none; env
+#               WARM_GIB).  Not timed.
 # env: SAL_PEERS_DIR  the peer programs' sources (default ../shared/peers
 #                     beside the repository); they are built with their own
 #                     Makefile into a peers/ directory next to salbench.
@@ -30,6 +34,7 @@ RUNS=${RUNS:-3}
 N=${ALLOC_N:-10000000}
 W=${ALLOC_W:-1000000}
 THREADS=${THREADS:-"1 2"}
+WARM_GIB=${WARM_GIB:-4}
 OUT=
 RAW_KEEP=
 SALBENCH_GIVEN=0
@@ -39,7 +44,7 @@ SALBENCH=${SALBENCH:-$ROOT/build/bench/salbench}
 die() { echo "run_alloc.sh: $*" >&2; exit 1; }
 usage() { sed -n '2,/^set -u/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2; exit 2; }
 
-while getopts "o:r:n:w:R:b:h" opt; do
+while getopts "o:r:n:w:R:b:m:h" opt; do
     case $opt in
     o) OUT=$OPTARG ;;
     r) RAW_KEEP=$OPTARG ;;
@@ -47,6 +52,7 @@ while getopts "o:r:n:w:R:b:h" opt; do
     w) W=$OPTARG ;;
     R) RUNS=$OPTARG ;;
     b) SALBENCH=$OPTARG; SALBENCH_GIVEN=1 ;;
+    m) WARM_GIB=$OPTARG ;;
     *) usage ;;
     esac
 done
@@ -94,8 +100,12 @@ trap 'rm -rf "$TMP"' EXIT
 RAW=$TMP/raw.txt
 : >"$RAW"
 
-# The wrapper hyperfine runs: run the command, prefix its line with the
-# configuration and round, append it to the raw file, pass on the status.
+cc -O2 -o "$TMP/warm_memory" "$ROOT/bench/warm_memory.c" || die "building warm_memory failed"
+export WARM="$TMP/warm_memory $WARM_GIB"
+
+# The wrapper hyperfine runs (hyperfine's --prepare warms the memory, not
+# timed): run the command, prefix its line with the configuration and
+# round, append it to the raw file, pass on the status.
 cat >"$TMP/run1" <<'EOF'
 #!/bin/bash
 cfg=$1 run=$2; shift 2
@@ -134,6 +144,7 @@ fi
     echo "# THP: $(cat /sys/kernel/mm/transparent_hugepage/enabled 2>/dev/null)"
     echo "# heap dir: ${TMPDIR:-/tmp} ($(df -T "${TMPDIR:-/tmp}" | awk 'NR==2{print $2}'))"
     echo "# $(hyperfine --version); rounds $RUNS; n=$N w=$W; threads $THREADS; salbench $SALBENCH (${BUILD_TYPE:-?}) ${EXTRA[*]+${EXTRA[*]}}"
+    echo "# memory touched before each command: $WARM_GIB GiB"
 } >&2
 
 T0=$(date +%s)
@@ -154,7 +165,7 @@ for r in $(seq 1 "$RUNS"); do
         args+=(-n "${name}_t$t" "$(printf '%q' "$TMP/run1") ${name}_t$t $r $cmd $t")
     done
     echo "# round $r/$RUNS" >&2
-    hyperfine --runs 1 --style basic -i --export-csv "$TMP/round$r.csv" \
+    hyperfine --runs 1 --style basic -i --prepare "$WARM" --export-csv "$TMP/round$r.csv" \
         "${args[@]}" >&2 || echo "run_alloc.sh: hyperfine failed in round $r" >&2
     # command,mean,stddev,median,user,system,min,max
     awk -F, -v r="$r" 'NR > 1 { printf "cfg=%s run=%s wall_s=%.3f user_s=%.3f sys_s=%.3f\n", $1, r, $2, $5, $6 }' \

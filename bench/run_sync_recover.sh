@@ -30,6 +30,7 @@ done
 peers="${SAL_PEERS_DIR:-$root/../shared/peers}"
 [ -x "$salbench" ] || { echo "no $salbench: build first (cmake -S . -B build && cmake --build build)" >&2; exit 1; }
 [ -f "$peers/peer_msync.c" ] || { echo "no peer sources in $peers (set SAL_PEERS_DIR)" >&2; exit 1; }
+salbench="$(cd "$(dirname "$salbench")" && pwd)/$(basename "$salbench")" # the peers run from /tmp
 peerbin="$(dirname "$salbench")/peers"
 mkdir -p "$peerbin"
 cc -O2 -std=c11 -o "$peerbin/peer_msync" "$peers/peer_msync.c"

@@ -98,6 +98,8 @@ static void phase_begin(targ *a, int ph)
     }
 }
 
+static sal_heap_stats phase_stats[NPHASE]; /* at each phase's end */
+
 static void phase_end(targ *a, int ph)
 {
     pthread_barrier_wait(&bar);
@@ -105,6 +107,8 @@ static void phase_end(targ *a, int ph)
         phase_t1[ph] = bench_now();
         if (ph == PH_ALLOC)
             p1_cpu1 = bench_process_cpu_s();
+        if (g_phase_times) /* outside the timed region */
+            BENCH_CHECK(WL, sal_heap_stats_get(g_heap, &phase_stats[ph]));
     }
 }
 
@@ -231,7 +235,8 @@ void w1_alloc_usage(FILE *out)
             "  --segment-mib M      sal_options.segment_bytes in MiB (library"
             " default)\n"
             "  --phase-times        print each phase's CLOCK_MONOTONIC start and"
-            " end on\n"
+            " end, and\n"
+            "                       the heap's segment counts at its end, on\n"
             "                       stderr (for perf record -k"
             " CLOCK_MONOTONIC; perf report\n"
             "                       --time START,END)\n"
@@ -239,7 +244,7 @@ void w1_alloc_usage(FILE *out)
             " p1_cpu_ns payload_mib\n"
             "        ptrarr_mib rss_start_mib peak_rss_mib rss_end_mib"
             " checksum file_mib\n"
-            "        disk_mib alloc_waits live_end close_ms\n");
+            "        disk_mib alloc_waits live_end close_ms segments_recycled\n");
 }
 
 static int usage_error(const char *msg)
@@ -372,8 +377,14 @@ int w1_alloc_main(int argc, char **argv)
     for (int ph = 0; ph < NPHASE; ph++) {
         s[ph] = phase_t1[ph] - phase_t0[ph];
         if (g_phase_times)
-            fprintf(stderr, "phase %s %.6f,%.6f\n", phase_name[ph],
-                    phase_t0[ph], phase_t1[ph]);
+            fprintf(stderr,
+                    "phase %s %.6f,%.6f file_mib=%.1f segments_in_use=%llu"
+                    " segments_free=%llu segments_recycled=%llu\n",
+                    phase_name[ph], phase_t0[ph], phase_t1[ph],
+                    phase_stats[ph].file_bytes / 1048576.0,
+                    (unsigned long long)phase_stats[ph].segments_in_use,
+                    (unsigned long long)phase_stats[ph].segments_free,
+                    (unsigned long long)phase_stats[ph].segments_recycled);
     }
     /* Same formulas as the peer: ns per op as seen by one thread =
      * wall / (ops per thread); aggregate Mops/s = total ops / wall. */
@@ -395,12 +406,13 @@ int w1_alloc_main(int argc, char **argv)
            peak_rss / 1024.0, rss_end / 1024.0, (unsigned long long)chk);
     printf(" file_mib=%.1f disk_mib=%.1f alloc_waits=%llu live_end=%llu"
            " close_ms=%.2f section_ops=%llu segment_mib=%llu"
-           " ready_segments=%u\n",
+           " ready_segments=%u segments_recycled=%llu\n",
            st.file_bytes / 1048576.0, disk_mib,
            (unsigned long long)st.alloc_waits,
            (unsigned long long)st.live_objects, close_s * 1e3,
            (unsigned long long)g_section_ops,
-           (unsigned long long)(st.segment_bytes >> 20), g_opt.ready_segments);
+           (unsigned long long)(st.segment_bytes >> 20), g_opt.ready_segments,
+           (unsigned long long)st.segments_recycled);
     fflush(stdout);
 
     for (int k = 0; k < t; k++)

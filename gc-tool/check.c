@@ -171,6 +171,12 @@ static void walk_segments(checker *c)
                 off = (off + SAL_PAGE_BYTES) & ~(uint64_t)(SAL_PAGE_BYTES - 1);
                 continue;
             }
+            uint64_t pad = sal_pad_bytes(*word);
+            if (pad && pad <= used - off) {
+                /* The unused end of a hole whose dead space was reused. */
+                off += pad;
+                continue;
+            }
             const char *bad = NULL;
             sal_object_header hd;
             const sal_object_header *h = NULL;
@@ -396,8 +402,10 @@ static void classify_suspects(checker *c)
                 uint64_t next;
                 if (!word)
                     break;
-                if (*word == SAL_NULL_ID) {
-                    next = (off + SAL_PAGE_BYTES) & ~(uint64_t)(SAL_PAGE_BYTES - 1);
+                if (*word == SAL_NULL_ID || sal_pad_bytes(*word)) {
+                    next = *word == SAL_NULL_ID
+                               ? (off + SAL_PAGE_BYTES) & ~(uint64_t)(SAL_PAGE_BYTES - 1)
+                               : off + sal_pad_bytes(*word);
                     if (target < next) {
                         classify_suspect(c, sp, "in padding between objects", 0, 0, 0, 0);
                         placed = 1;

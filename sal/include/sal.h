@@ -53,10 +53,11 @@
  *
  * Raw pointers are valid only inside a SECTION.  sal_read_begin() /
  * sal_read_end() bracket a read section; sal_write_begin() / sal_write_end()
- * a write section (which is also a read section).  Memory that a thread in a
- * section might still see is never reused until it leaves.  A thread that
- * never leaves its section holds back reclamation of freed segments (see
- * sal_heap_stats(): oldest_section_epoch).
+ * a write section (which is also a read section).  Memory that another
+ * thread in a section might still see is never reused until it leaves (your
+ * own session may reuse what you no longer reference at once).  A thread
+ * that never leaves its section holds back the reuse of freed space by the
+ * others (see sal_heap_stats(): oldest_section_epoch).
  *
  * The heap has SAL_ROOT_COUNT numbered roots.  Setting a root publishes a
  * version; getting a root gives you a retained id: a snapshot that no writer
@@ -488,6 +489,12 @@ typedef struct sal_heap_stats {
     uint64_t oldest_section_epoch; /* epoch of the oldest open section, or 0
                                       if none: it holds back reclamation */
     uint64_t commit_epoch;       /* epoch of the last commit */
+    uint64_t segments_recyclable;/* sparse, never committed segments whose
+                                    dead space is listed, waiting for a
+                                    session to reuse it (counted in use) */
+    uint64_t segments_recycled;  /* times a session took one of them and
+                                    filled its holes: dead space reused in
+                                    place instead of growing the file */
 } sal_heap_stats;
 
 SAL_API int sal_heap_stats_get(sal_heap *heap, sal_heap_stats *out);
@@ -505,7 +512,10 @@ SAL_API int sal_heap_stats_get(sal_heap *heap, sal_heap_stats *out);
  * - One writer process per heap (an advisory flock(2) lock).  Processes
  *   that ignore advisory locks are not stopped.
  * - Pointers are valid only inside a section and only while the object is
- *   referenced; sal cannot detect a pointer kept longer.
+ *   referenced; sal cannot detect a pointer kept longer.  Dead space in a
+ *   segment that no commit has covered yet is reused in place: by the
+ *   session that reuses it even inside its own section, by the others only
+ *   once the sections that might still see the dead objects have ended.
  * - sal_write() trusts that you hold the reference you pass in.  Passing an
  *   id that only a parent holds may write in place under a snapshot.
  * - The address range is reserved at open: reserve_bytes of virtual memory

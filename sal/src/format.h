@@ -113,6 +113,25 @@ typedef struct sal_object_header {
 _Static_assert(sizeof(sal_object_header) == 24, "object header layout");
 
 /*
+ * Filler between objects.  A linear walk of a segment meets three kinds of
+ * 8-byte-aligned word where a header may start:
+ *
+ *   0                      the rest of the page is padding (left by a cut)
+ *   SAL_PAD_TAG << 56 | n  the next n bytes are padding (n a multiple of 8,
+ *                          at least 8): the unused end of a hole that dead
+ *                          space was reused from (recycle.c)
+ *   anything else          an object header (its id's bits 56..63 are 0)
+ */
+#define SAL_PAD_TAG 0xADull
+static inline uint64_t sal_pad_word(uint64_t bytes) { return (SAL_PAD_TAG << 56) | bytes; }
+/* The padding length a word encodes, or 0 if it is not a padding word. */
+static inline uint64_t sal_pad_bytes(uint64_t word)
+{
+    uint64_t n = word & ((1ull << 56) - 1);
+    return (word >> 56) == SAL_PAD_TAG && n >= 8 && (n & 7) == 0 ? n : 0;
+}
+
+/*
  * Object table entry (8 bytes, changed only with atomic operations):
  *
  *   bits  0..37  location: file offset of the object header / 8

@@ -209,11 +209,16 @@ static void heap_free(sal_heap *h)
         sal_os_unmap(h->base, h->reserve_bytes);
     if (h->fd >= 0)
         sal_os_close(h->fd);
+    if (h->segments)
+        for (uint64_t i = 0; i < h->segment_count; i++)
+            free(h->segments[i].holes);
     free(h->segments);
     free(h->free_segs);
     free(h->ready_segs);
     free(h->partial_segs);
     free(h->pending_segs);
+    free(h->sparse_segs);
+    free(h->recyclable_segs);
     free(h->slots);
     sal_id_vec_free(&h->free_ids);
     pthread_mutex_destroy(&h->table_lock);
@@ -239,9 +244,11 @@ static int load_state(sal_heap *h, const sal_segment_record *rec)
     h->ready_segs = malloc(n * sizeof *h->ready_segs);
     h->partial_segs = malloc(n * sizeof *h->partial_segs);
     h->pending_segs = malloc(n * sizeof *h->pending_segs);
+    h->sparse_segs = malloc(n * sizeof *h->sparse_segs);
+    h->recyclable_segs = malloc(n * sizeof *h->recyclable_segs);
     h->slots = aligned_alloc(SAL_CACHE_LINE, SAL_SECTION_SLOTS * sizeof *h->slots);
     if (!h->segments || !h->free_segs || !h->ready_segs || !h->partial_segs ||
-        !h->pending_segs || !h->slots)
+        !h->pending_segs || !h->sparse_segs || !h->recyclable_segs || !h->slots)
         return SAL_ENOMEM;
     memset(h->slots, 0, SAL_SECTION_SLOTS * sizeof *h->slots);
 

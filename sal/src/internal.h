@@ -51,7 +51,15 @@ typedef enum sal_segment_state {
     SEG_PARTIAL,    /* a closed session's unfinished arena, to be continued */
     SEG_FULL,       /* retired: holds objects, nobody bumps it */
     SEG_PENDING,    /* all its objects died; waiting for readers/commit */
+    SEG_SWEEPING,   /* full, never committed, sparse: the provider is
+                       listing its holes (recycle.c) */
+    SEG_RECYCLABLE, /* its holes are listed: the next arena to reuse */
 } sal_segment_state;
+
+/* A run of dead space inside a segment, [start, end) from its start. */
+typedef struct sal_hole {
+    uint32_t start, end;
+} sal_hole;
 
 typedef struct sal_segment {
     _Atomic int64_t live_bytes;   /* allocated - freed; exact once retired */
@@ -72,6 +80,13 @@ typedef struct sal_segment {
                                      commit: nonzero means a power loss
                                      would bring these bytes back, so the
                                      segment waits for a durable commit */
+    /* recycle.c (guarded by seg_lock) */
+    sal_hole *holes;              /* SEG_RECYCLABLE: its holes, in order */
+    uint32_t nholes;
+    int sparse_queued;            /* in sparse_segs */
+    uint64_t recycle_epoch;       /* section epoch when its holes were
+                                     listed: reusable once every other
+                                     section open then has ended */
 } sal_segment;
 
 /* A growable array of ids (DRAM). */
@@ -122,7 +137,18 @@ struct sal_session {
                                     pending_cut: reusable after the next
                                     commit */
     uint64_t pending_cut;
-    int64_t arena_skipped;       /* bytes of the arena skipped by cuts */
+    int64_t arena_skipped;       /* bytes of the arena not allocated by
+                                    this session: skipped by cuts, or live
+                                    objects and padding between holes */
+    /* A recycled arena (recycle.c): bump and arena_end span one hole. */
+    sal_hole *holes;             /* NULL for a plain arena */
+    uint32_t nholes, hole_next;  /* holes[hole_next] is the next one */
+    char *hole_start;            /* start of the current hole */
+    uint64_t arena_used;         /* the segment's used_bytes, kept */
+    int park_arena;              /* a cut parked the arena: keep it as
+                                    partial when it is given back */
+    char *bump_at_cut;           /* the bump pointer at the last cut, or
+                                    where this arena began after it */
     sal_id_vec work;             /* release worklist */
     pthread_t owner;
 };
@@ -178,11 +204,15 @@ struct sal_heap {
     uint32_t *ready_segs;  size_t ready_len;         /* queue (as a stack) */
     uint32_t *partial_segs; size_t partial_len;      /* stack */
     uint32_t *pending_segs; size_t pending_len;      /* list */
+    uint32_t *sparse_segs; size_t sparse_len;        /* to sweep */
+    uint32_t *recyclable_segs; size_t recyclable_len;/* swept, stack */
+    _Atomic uint64_t segments_recycled;              /* handed out */
     int provider_error;                /* last preparation failure (errno) */
     _Atomic uint64_t alloc_waits;
     /* Folio policy for segments prepared from now on (see provider.c):
      * 0 large (2 MiB) folios, 1 small (4 KiB). */
     _Atomic int small_folios;
+    _Atomic int durable_flushing;      /* a durable commit is writing */
 
     /* sessions and sections */
     _Atomic uint64_t writer_mask;                  /* 64 allocating slots */
@@ -241,9 +271,38 @@ int sal_table_ensure(sal_heap *h, uint64_t index);
 void sal_segment_prepare(sal_heap *h, uint64_t seg);
 /* Reclaim pending segments whose readers and commits are past. */
 void sal_segments_reclaim(sal_heap *h);
+/* A retired segment whose live bytes are zero becomes pending. */
+void sal_segment_claim_if_empty(sal_heap *h, uint64_t seg);
+/* The session gives its arena back: kept as partial (keep_partial, a
+ * closing session) or retired. */
+void sal_session_arena_release(sal_session *s, int keep_partial);
+
+/* recycle.c: reuse of dead space in segments no commit has covered */
+/* `seg`'s live bytes fell from `before` to `after`: queue it for a sweep
+ * if it just became sparse. */
+void sal_recycle_note(sal_heap *h, uint64_t seg, int64_t before, int64_t after);
+/* Provider: sweep one queued sparse segment.  Returns 1 if it did work.
+ * Called and returns with seg_lock held (drops it while sweeping). */
+int sal_recycle_sweep_one(sal_heap *h);
+/* Session (without an arena): take a recycled segment as the arena if one
+ * may be reused.  Returns 1 if the arena now holds `span` bytes. */
+int sal_recycle_take(sal_session *s, uint64_t span);
+/* Session: the current hole is too short; pad it and move to the next
+ * hole holding `span` bytes.  Returns 1 on success, 0 if none is left. */
+int sal_hole_advance(sal_session *s, uint64_t span);
+/* Session: pad the rest of the current hole (before a cut or a release). */
+void sal_hole_close(sal_session *s);
+/* The last object of a recyclable segment died: it leaves the recyclable
+ * list for the free pool, as a whole. */
+void sal_recycle_emptied(sal_heap *h, uint64_t seg);
+/* A cut or close ends reuse: segments waiting to be swept or reused go
+ * back to full, and their hole lists are freed.  Called with seg_lock. */
+void sal_recycle_forget_locked(sal_heap *h, uint64_t seg);
 
 /* session.c: sections */
 uint64_t sal_oldest_section_epoch(sal_heap *h);
+/* The same, ignoring `own` (a session's own section). */
+uint64_t sal_oldest_section_epoch_except(sal_heap *h, const sal_section_slot *own);
 void sal_section_enter(sal_section_slot *slot, sal_heap *h);
 void sal_section_leave(sal_section_slot *slot);
 int sal_session_check(sal_session *s);

@@ -238,7 +238,7 @@ int sal_object_die(sal_session *s, sal_id id, uint64_t entry, int keep_children)
 
 int sal_release_internal(sal_session *s, sal_id id)
 {
-    uint64_t e;
+    uint64_t e = 0; /* set by entry_decrement on success */
     int died = entry_decrement(s->heap, id, &e);
     if (died <= 0)
         return died;

@@ -415,14 +415,18 @@ int sal_os_drop_cache(int fd, void *addr, uint64_t offset, uint64_t length)
 {
     if (madvise(addr, (size_t)length, MADV_DONTNEED) != 0)
         return errno;
-    int err = posix_fadvise(fd, (off_t)offset, (off_t)length, POSIX_FADV_DONTNEED);
-    /* Make the blocks read as zeros (still allocated): faulting the range
-     * in again then reads nothing from the disk. */
-    if (fallocate(fd, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, (off_t)offset,
-                  (off_t)length) != 0 &&
-        errno != EOPNOTSUPP)
+    /* Only clean pages can be dropped: write the dirty ones (dead data)
+     * back first. */
+    if (sync_file_range(fd, (off_t)offset, (off_t)length,
+                        SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE |
+                            SYNC_FILE_RANGE_WAIT_AFTER) != 0)
         return errno;
-    return err;
+    /* The blocks keep their old (dead) contents: faulting the range in
+     * again reads them from the disk.  Zeroing them instead
+     * (FALLOC_FL_ZERO_RANGE) would save that read but turn the extents
+     * back into unwritten ones, whose next write-back is a journal commit
+     * that a concurrent durable sync then waits for. */
+    return posix_fadvise(fd, (off_t)offset, (off_t)length, POSIX_FADV_DONTNEED);
 }
 
 int sal_os_sync_file_range(int fd, uint64_t offset, uint64_t length)

@@ -10,8 +10,14 @@
  * allocated before it is touched, a full disk never raises SIGBUS.
  *
  * Segment life:   UNUSED/FREE -> READY -> ACTIVE <-> PARTIAL
- *                                          |
- *                                        FULL -> PENDING -> FREE
+ *                                          |     ^
+ *                                          |     RECYCLABLE <- SWEEPING
+ *                                          v                     ^
+ *                                        FULL -------------------'
+ *                                          |   (sparse, never committed:
+ *                                          |    recycle.c)
+ *                                          v
+ *                                        PENDING -> FREE
  *
  * A FULL segment whose live bytes reach zero becomes PENDING, and FREE once
  * (a) every section that was open when it emptied has ended (a reader may
@@ -45,6 +51,28 @@ static int segment_pick_locked(sal_heap *h, uint64_t *seg_out)
     return 0;
 }
 
+/* For the provider: a free segment whose page cache already holds the
+ * folios the policy wants (or none).  Converting one is I/O (a write-back
+ * and a read of the whole segment) that would compete with the commits
+ * that made the policy change; the session that needs a segment converts
+ * one itself.  Returns 0 with the segment, 1 if there is none to take
+ * without converting, or an error.  Called with seg_lock held. */
+static int segment_pick_matching_locked(sal_heap *h, uint64_t *seg_out)
+{
+    int want = atomic_load(&h->small_folios) ? 1 : 2;
+    for (size_t i = h->free_segs_len; i-- > 0;) {
+        int f = h->segments[h->free_segs[i]].folios;
+        if (f == want || f == 0) {
+            *seg_out = h->free_segs[i];
+            h->free_segs[i] = h->free_segs[--h->free_segs_len];
+            return 0;
+        }
+    }
+    if (h->free_segs_len > 0)
+        return 1;
+    return segment_pick_locked(h, seg_out);
+}
+
 static void segment_reset(sal_segment *g, int state)
 {
     g->durable_mark = 0; /* (g->folios stays: it describes the page cache) */
@@ -62,29 +90,59 @@ static void segment_reset(sal_segment *g, int state)
  * (about 1.8 ms per 8 MiB against 7-14 ms for 4 KiB pages) and the
  * session takes fewer TLB misses.  But the dirty unit is the folio: one new
  * object in a 2 MiB folio makes a durable sync write 2 MiB.  So the policy
- * follows the workload: large folios while data arrives in bulk, small ones
- * once commits are frequent and small (sync.c measures each commit's new
- * bytes and flips h->small_folios).  A segment whose cache holds the other
- * kind is dropped from the cache first (its content is dead).
+ * follows the workload (h->small_folios): large folios from open, small ones
+ * after every commit that writes (sync.c; the arenas with large folios are
+ * parked on the partial list then), large again as soon as a session fills
+ * a whole arena between two commits (alloc.c).  A small commit then writes
+ * 4 KiB pages, and bulk data still goes to large folios after the first
+ * segment.  A segment whose cache holds the other kind is written back and
+ * dropped from the cache first (its content is dead), and read in again:
+ * I/O, so the provider prepares only segments that need none, and leaves
+ * conversions to a session that finds nothing ready.
  *
  * Preparing = the advice, then a fault of every page now, in this thread,
  * so that the session bumping through it does not take the faults.
  * Failure is not fatal: the pages are allocated on disk, the session will
  * fault them itself.
  */
+/* Dropping a segment's cache writes its dirty pages back and reads it in
+ * again: I/O that a durable commit in progress would queue behind. */
+static void wait_for_durable_flush(sal_heap *h)
+{
+    while (atomic_load(&h->durable_flushing))
+        nanosleep(&(struct timespec){0, 200000}, NULL);
+}
+
+#define SAL_PREPARE_STEP_BYTES (2ull << 20)
+
 void sal_segment_prepare(sal_heap *h, uint64_t seg)
 {
     sal_segment *g = &h->segments[seg];
     int want = atomic_load(&h->small_folios) ? 1 : 2;
     uint64_t start = sal_segment_start(h, seg);
     char *addr = h->base + start;
+    int drop = 0;
     if (g->folios != want) {
         (void)sal_os_advise_folios(addr, h->segment_bytes, want == 2);
-        if (g->folios != 0 || want == 1)
-            (void)sal_os_drop_cache(h->fd, addr, start, h->segment_bytes);
+        drop = g->folios != 0 || want == 1;
         g->folios = want;
     }
-    (void)sal_os_populate_write(addr, h->segment_bytes);
+    if (!drop) {
+        (void)sal_os_populate_write(addr, h->segment_bytes);
+        return;
+    }
+    /* The cache holds the other kind of folio: write it back, drop it and
+     * read the segment in again, in steps of one large folio, each after
+     * any durable flush in progress. */
+    for (uint64_t off = 0; off < h->segment_bytes; off += SAL_PREPARE_STEP_BYTES) {
+        uint64_t len = h->segment_bytes - off < SAL_PREPARE_STEP_BYTES
+                           ? h->segment_bytes - off
+                           : SAL_PREPARE_STEP_BYTES;
+        wait_for_durable_flush(h);
+        (void)sal_os_drop_cache(h->fd, addr + off, start + off, len);
+        wait_for_durable_flush(h);
+        (void)sal_os_populate_write(addr + off, len);
+    }
 }
 
 static int pending_reusable(sal_heap *h, const sal_segment *g, uint64_t oldest)
@@ -137,8 +195,20 @@ int sal_segment_take(sal_heap *h, uint64_t *seg_out, uint64_t *start_used)
     uint64_t seg;
     int err = 0;
     pthread_mutex_lock(&h->seg_lock);
-    if (h->partial_len > 0) {
-        seg = h->partial_segs[--h->partial_len];
+    /* A partial arena whose folios suit the policy (a parked large one
+     * waits while small folios are wanted). */
+    int want = atomic_load(&h->small_folios) ? 1 : 2;
+    size_t pick = h->partial_len;
+    for (size_t i = h->partial_len; i-- > 0;) {
+        int f = h->segments[h->partial_segs[i]].folios;
+        if (f == want || f == 0) {
+            pick = i;
+            break;
+        }
+    }
+    if (pick < h->partial_len) {
+        seg = h->partial_segs[pick];
+        h->partial_segs[pick] = h->partial_segs[--h->partial_len];
         atomic_store(&h->segments[seg].state, SEG_ACTIVE);
         *start_used = atomic_load(&h->segments[seg].used_bytes);
         pthread_mutex_unlock(&h->seg_lock);
@@ -173,21 +243,49 @@ int sal_segment_take(sal_heap *h, uint64_t *seg_out, uint64_t *start_used)
     return 0;
 }
 
-static void try_claim_empty(sal_heap *h, uint64_t seg)
+/* A retired segment with no live bytes becomes pending.  The state moves
+ * by compare-and-swap, so that only one of the threads that see it empty
+ * queues it. */
+static int claim_empty(sal_heap *h, uint64_t seg)
 {
     sal_segment *g = &h->segments[seg];
     int expected = SEG_FULL;
     if (!atomic_load(&g->retired) || atomic_load(&g->live_bytes) != 0 ||
         !atomic_compare_exchange_strong(&g->state, &expected, SEG_PENDING))
-        return;
+        return 0;
     /* Tag with the epoch as it was when the segment emptied, and open a new
      * epoch, so that sections that begin from now on do not hold it. */
     g->pending_epoch = atomic_fetch_add(&h->section_epoch, 1);
     g->pending_commit = atomic_load(&g->protect_mark) ? atomic_load(&h->cut_epoch) : 0;
+    return 1;
+}
+
+static void claim_empty_locked(sal_heap *h, uint64_t seg)
+{
+    if (claim_empty(h, seg)) {
+        h->pending_segs[h->pending_len++] = (uint32_t)seg;
+        pthread_cond_broadcast(&h->seg_cond);
+    }
+}
+
+void sal_segment_claim_if_empty(sal_heap *h, uint64_t seg)
+{
+    if (!claim_empty(h, seg))
+        return;
     pthread_mutex_lock(&h->seg_lock);
     h->pending_segs[h->pending_len++] = (uint32_t)seg;
     pthread_cond_broadcast(&h->seg_cond);
     pthread_mutex_unlock(&h->seg_lock);
+}
+
+void sal_recycle_forget_locked(sal_heap *h, uint64_t seg)
+{
+    sal_segment *g = &h->segments[seg];
+    free(g->holes);
+    g->holes = NULL;
+    g->nholes = 0;
+    atomic_store(&g->state, SEG_FULL);
+    claim_empty_locked(h, seg);
 }
 
 void sal_segment_release_arena(sal_heap *h, uint64_t seg, uint64_t used,
@@ -207,14 +305,25 @@ void sal_segment_release_arena(sal_heap *h, uint64_t seg, uint64_t used,
     }
     atomic_store(&g->state, SEG_FULL);
     atomic_store(&g->retired, 1);
-    try_claim_empty(h, seg);
+    sal_segment_claim_if_empty(h, seg);
+    /* Retired already sparse (a recycled segment that was little used). */
+    sal_recycle_note(h, seg, (int64_t)used, atomic_load(&g->live_bytes));
 }
 
 void sal_segment_free_bytes(sal_heap *h, uint64_t seg, uint64_t bytes)
 {
     sal_segment *g = &h->segments[seg];
-    if (atomic_fetch_sub(&g->live_bytes, (int64_t)bytes) == (int64_t)bytes)
-        try_claim_empty(h, seg);
+    int64_t before = atomic_fetch_sub(&g->live_bytes, (int64_t)bytes);
+    if (before == (int64_t)bytes) {
+        sal_segment_claim_if_empty(h, seg);
+        /* Not claimed if the provider is listing its holes or they wait
+         * for a session: under seg_lock, one of the two ends that. */
+        int st = atomic_load(&g->state);
+        if (st == SEG_RECYCLABLE || st == SEG_SWEEPING)
+            sal_recycle_emptied(h, seg);
+    } else {
+        sal_recycle_note(h, seg, before, before - (int64_t)bytes);
+    }
 }
 
 int sal_table_ensure(sal_heap *h, uint64_t index)
@@ -253,9 +362,10 @@ static void *provider_main(void *arg)
             sal_pending_ids_release(h);
             pthread_mutex_lock(&h->seg_lock);
         }
-        if (h->ready_len < h->ready_target && !h->provider_error) {
-            uint64_t seg;
-            int err = segment_pick_locked(h, &seg);
+        uint64_t seg;
+        int err;
+        if (h->ready_len < h->ready_target && !h->provider_error &&
+            (err = segment_pick_matching_locked(h, &seg)) != 1) {
             if (err) {
                 /* Out of space or full: sessions will get the error when
                  * they need a segment; retry after a pause. */
@@ -270,6 +380,9 @@ static void *provider_main(void *arg)
             pthread_cond_broadcast(&h->seg_cond);
             continue;
         }
+        /* List the holes of a sparse segment (drops the lock meanwhile). */
+        if (sal_recycle_sweep_one(h))
+            continue;
         /* Keep the object table a chunk ahead of the ids in use. */
         uint64_t hwm = atomic_load(&h->ids_high_water);
         uint64_t ahead = hwm + SAL_TABLE_CHUNK_BYTES / 8;
@@ -316,12 +429,17 @@ void sal_provider_stop(sal_heap *h)
         pthread_join(h->provider, NULL);
         h->provider_running = 0;
     }
-    /* Ready segments go back to the free pool: they hold nothing. */
+    /* Ready segments go back to the free pool: they hold nothing.  Sparse
+     * segments waiting to be reused go back to full. */
     pthread_mutex_lock(&h->seg_lock);
     while (h->ready_len > 0) {
         uint32_t seg = h->ready_segs[--h->ready_len];
         segment_reset(&h->segments[seg], SEG_FREE);
         h->free_segs[h->free_segs_len++] = seg;
     }
+    while (h->recyclable_len > 0)
+        sal_recycle_forget_locked(h, h->recyclable_segs[--h->recyclable_len]);
+    while (h->sparse_len > 0)
+        h->segments[h->sparse_segs[--h->sparse_len]].sparse_queued = 0;
     pthread_mutex_unlock(&h->seg_lock);
 }

@@ -73,6 +73,14 @@ static uint64_t sweep_segment(sal_heap *h, uint64_t seg, uint64_t used, uint64_t
             off = sal_round_up(off + 1, SAL_PAGE_BYTES);
             continue;
         }
+        uint64_t pad = sal_pad_bytes(hdr->id);
+        if (pad) {
+            /* The unused end of a reused hole (recycle.c). */
+            if (pad > used - off)
+                return 1;
+            off += pad;
+            continue;
+        }
         uint32_t idx = sal_id_index(hdr->id);
         uint64_t span = sal_object_span(hdr->size_bytes);
         if (idx == 0 || idx >= hwm || (hdr->id >> 56) || hdr->size_bytes > max_size ||

@@ -51,8 +51,15 @@ void sal_section_leave(sal_section_slot *slot)
 
 uint64_t sal_oldest_section_epoch(sal_heap *h)
 {
+    return sal_oldest_section_epoch_except(h, NULL);
+}
+
+uint64_t sal_oldest_section_epoch_except(sal_heap *h, const sal_section_slot *own)
+{
     uint64_t oldest = 0;
     for (unsigned i = 0; i < SAL_SECTION_SLOTS; i++) {
+        if (&h->slots[i] == own)
+            continue;
         uint64_t e = atomic_load(&h->slots[i].epoch);
         if (e && (oldest == 0 || e < oldest))
             oldest = e;
@@ -167,14 +174,7 @@ int sal_session_close(sal_session *s)
     /* Under sessions_lock: a commit's cut reads the arenas of open
      * sessions. */
     pthread_mutex_lock(&h->sessions_lock);
-    if (s->arena_segment >= 0) {
-        uint64_t seg = (uint64_t)s->arena_segment;
-        sal_segment_release_arena(h, seg,
-                                  (uint64_t)(s->bump - (h->base + sal_segment_start(h, seg))),
-                                  (s->bump - s->arena_start) - s->arena_skipped, 1);
-        s->arena_segment = -1;
-        s->arena_skipped = 0;
-    }
+    sal_session_arena_release(s, 1);
     pthread_mutex_unlock(&h->sessions_lock);
     sal_session_flush_ids(s);
     sal_pending_ids_handover(s);

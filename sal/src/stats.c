@@ -21,6 +21,7 @@ int sal_heap_stats_get(sal_heap *h, sal_heap_stats *out)
     out->section_epoch = atomic_load(&h->section_epoch);
     out->oldest_section_epoch = h->slots ? sal_oldest_section_epoch(h) : 0;
     out->commit_epoch = atomic_load(&h->commit_epoch);
+    out->segments_recycled = atomic_load(&h->segments_recycled);
 
     pthread_mutex_lock(&h->seg_lock);
     for (uint64_t i = 0; i < h->segments_high_water; i++) {
@@ -31,6 +32,8 @@ int sal_heap_stats_get(sal_heap *h, sal_heap_stats *out)
             out->segments_ready++;
         else if (st != SEG_UNUSED)
             out->segments_in_use++;
+        if (st == SEG_RECYCLABLE)
+            out->segments_recyclable++;
     }
     pthread_mutex_unlock(&h->seg_lock);
 

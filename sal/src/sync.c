@@ -36,10 +36,6 @@ static _Thread_local int thread_write_sections;
 
 void sal_thread_write_sections_add(int delta) { thread_write_sections += delta; }
 
-/* Folio policy thresholds: a writing commit with less new data than this
- * switches to small folios; one with at least the other back to large. */
-#define SAL_SMALL_COMMIT_BYTES (2ull << 20)
-#define SAL_BULK_COMMIT_BYTES (32ull << 20)
 
 typedef struct range {
     uint64_t offset, length;
@@ -62,6 +58,12 @@ void sal_cut_wait(sal_heap *h)
     pthread_mutex_unlock(&h->cut_lock);
 }
 
+/* Retired segments: full, or sparse and on their way to reuse. */
+static int seg_finished(int state)
+{
+    return state == SEG_FULL || state == SEG_SWEEPING || state == SEG_RECYCLABLE;
+}
+
 static void wait_for_writers(sal_heap *h)
 {
     for (unsigned i = 0; i < SAL_MAX_SESSIONS; i++) {
@@ -77,12 +79,24 @@ static void wait_for_writers(sal_heap *h)
 
 /* Round an arena's bump pointer up to a page: the part below is committed.
  * A zero word at the old bump tells a linear walk that the rest of the
- * page is padding.  With `retire`, the arena is finished instead (its
- * large folios would make every small commit write 2 MiB): the session
- * takes a new segment at its next allocation. */
+ * page is padding.  With `retire`, the arena is parked instead (its large
+ * folios would make every small commit write 2 MiB): the session takes a
+ * new segment at its next allocation, and the parked one waits on the
+ * partial list until large folios are wanted again. */
 static void cut_arena(sal_heap *h, sal_session *s, int retire)
 {
     uint64_t seg = (uint64_t)s->arena_segment;
+    if (s->holes) {
+        /* A recycled arena: its holes lie below committed objects, so the
+         * commit takes the whole segment and reuse ends here.  The rest of
+         * the current hole becomes padding; the holes after it keep their
+         * dead objects, which a walk steps over. */
+        sal_hole_close(s);
+        s->hole_next = s->nholes;
+        s->arena_end = s->bump; /* the next allocation releases the arena */
+        atomic_store(&h->segments[seg].used_bytes, s->arena_used);
+        return;
+    }
     char *start = h->base + sal_segment_start(h, seg);
     uint64_t used = (uint64_t)(s->bump - start);
     uint64_t mark = sal_round_up(used, SAL_PAGE_BYTES);
@@ -93,8 +107,11 @@ static void cut_arena(sal_heap *h, sal_session *s, int retire)
         s->arena_skipped += (int64_t)(mark - used);
         s->bump = start + mark;
     }
-    if (retire)
+    if (retire) {
         s->arena_end = s->bump; /* the next allocation takes a new segment */
+        s->park_arena = 1;
+    }
+    s->bump_at_cut = s->bump;
     atomic_store(&h->segments[seg].used_bytes, mark);
 }
 
@@ -114,15 +131,17 @@ static int cut_take(sal_heap *h, cut *c, int mode, sal_id *roots_out)
     int err = (!c->records || !c->new_marks || !c->flush || !c->protect) ? SAL_ENOMEM : 0;
 
     if (!err) {
-        /* The folio policy (provider.c): commits that write little new data
-         * call for small folios, bulk ones for large.  Measured over the
-         * data new since the last cut, for the modes that write. */
+        /* The folio policy (provider.c): after a commit that writes, new
+         * arenas start with small folios, and arenas with large ones are
+         * parked for later (a bulk writer goes back to large ones: alloc.c).
+         * A commit with nothing new (open, close, an idle sync) says
+         * nothing about the workload. */
         uint64_t new_bytes = 0;
         for (uint64_t i = 0; i < n; i++) {
             sal_segment *g = &h->segments[i];
             int st = atomic_load(&g->state);
             uint64_t used = atomic_load(&g->used_bytes);
-            if (st == SEG_FULL && used > atomic_load(&g->protect_mark))
+            if (seg_finished(st) && used > atomic_load(&g->protect_mark))
                 new_bytes += used - atomic_load(&g->protect_mark);
         }
         for (unsigned i = 0; i < SAL_MAX_SESSIONS; i++) {
@@ -134,18 +153,9 @@ static int cut_take(sal_heap *h, cut *c, int mode, sal_id *roots_out)
                 new_bytes += used > mark ? used - mark : 0;
             }
         }
-        int to_small = 0;
-        if (mode != SAL_SYNC_PROTECT) {
-            int small = atomic_load(&h->small_folios);
-            /* A commit with nothing new (open, close, an idle sync) says
-             * nothing about the workload. */
-            if (!small && new_bytes > 0 && new_bytes < SAL_SMALL_COMMIT_BYTES)
-                to_small = 1;
-            if (small && new_bytes >= SAL_BULK_COMMIT_BYTES)
-                atomic_store(&h->small_folios, 0);
-            if (to_small)
-                atomic_store(&h->small_folios, 1);
-        }
+        int to_small = mode != SAL_SYNC_PROTECT && new_bytes > 0;
+        if (to_small)
+            atomic_store(&h->small_folios, 1);
         for (unsigned i = 0; i < SAL_MAX_SESSIONS; i++) {
             sal_session *s = h->open_sessions[i];
             if (s && s->arena_segment >= 0)
@@ -170,11 +180,13 @@ static int cut_take(sal_heap *h, cut *c, int mode, sal_id *roots_out)
             } else if (st == SEG_ACTIVE) {
                 used = atomic_load(&g->used_bytes); /* set by cut_arena */
                 mark = used;
-            } else if (st == SEG_FULL) {
+            } else if (seg_finished(st)) {
+                /* Nobody bumps it again, and a sparse one is no longer
+                 * reused (the next take drops its holes). */
                 used = atomic_load(&g->used_bytes);
-                mark = h->segment_bytes; /* nobody bumps it again */
+                mark = h->segment_bytes;
             }
-            if (used > 0 && (st == SEG_ACTIVE || st == SEG_PARTIAL || st == SEG_FULL)) {
+            if (used > 0 && (st == SEG_ACTIVE || st == SEG_PARTIAL || seg_finished(st))) {
                 c->records[i].state = SAL_SEGREC_USED;
                 c->records[i].used_bytes = used;
                 int64_t live = atomic_load(&g->live_bytes);
@@ -261,8 +273,9 @@ static int flush_range(sal_heap *h, uint64_t offset, uint64_t length, int mode)
 
 /* Write the segment records into the copy that belongs to `target`,
  * touching only records that differ (an unchanged page stays clean and is
- * not written back), and flush the pages that changed. */
-static int write_records(sal_heap *h, cut *c, unsigned target, int mode)
+ * not written back).  *range_out gets the bytes that changed (a page of
+ * them if none did: its flush is then only a barrier). */
+static void write_records(sal_heap *h, cut *c, unsigned target, range *range_out)
 {
     uint64_t n = c->slot.segments_high_water;
     uint64_t base = h->sb.segtab_offset + target * h->sb.segtab_bytes;
@@ -278,9 +291,9 @@ static int write_records(sal_heap *h, cut *c, unsigned target, int mode)
     }
     c->slot.segtab_checksum = sal_crc32c(0, c->records, n * sizeof *c->records);
     if (hi == 0)
-        lo = hi = 0; /* nothing changed: the flush below is only a barrier */
-    return flush_range(h, base + lo * sizeof *rec,
-                       hi > lo ? (hi - lo) * sizeof *rec : SAL_PAGE_BYTES, mode);
+        lo = hi = 0;
+    range_out->offset = base + lo * sizeof *rec;
+    range_out->length = hi > lo ? (hi - lo) * sizeof *rec : SAL_PAGE_BYTES;
 }
 
 /* Ids released after cut `tag` are reusable once commit tag+1 is written.
@@ -372,18 +385,32 @@ int sal_commit(sal_heap *h, int mode, int clean, sal_id *roots_out)
             c.protect[i].offset + c.protect[i].length - sal_segment_start(h, seg);
         pthread_mutex_unlock(&h->seg_lock);
     }
-#if !defined(SAL_MUTANT_SKIP_FLUSH) && !defined(SAL_MUTANT_SLOT_FIRST)
-    /* (Mutants for testing the crash harnesses: SKIP_FLUSH never flushes
-     * the data, SLOT_FIRST flushes it only after the slot.) */
-    for (size_t i = 0; i < c.nflush; i++)
-        if ((err = write_range(h, c.flush[i].offset, c.flush[i].length, mode)))
-            goto done;
-#endif
     /* Never overwrite the newest slot of either kind: it is what open falls
      * back on if this commit does not complete. */
     unsigned target = mode == SAL_SYNC_DURABLE ? h->durable_slot ^ 1u
                                                : (h->volatile_slot == 2 ? 3u : 2u);
-    if ((err = write_records(h, &c, target, mode)))
+    range records;
+    write_records(h, &c, target, &records);
+    /* (Mutants for testing the crash harnesses: SKIP_FLUSH never writes
+     * the data, SLOT_FIRST writes it only after the slot.) */
+#if !defined(SAL_MUTANT_SKIP_FLUSH) && !defined(SAL_MUTANT_SLOT_FIRST)
+    if (mode == SAL_SYNC_DURABLE)
+        atomic_store(&h->durable_flushing, 1);
+    /* The data and the records go to the device together: start the
+     * write-back of every range, then wait for each.  The flush of the
+     * records' pages below then makes all of it durable at once, before
+     * the slot that points at it is written. */
+    for (size_t i = 0; mode == SAL_SYNC_DURABLE && i < c.nflush; i++)
+        if ((err = sal_os_sync_file_range(h->fd, c.flush[i].offset, c.flush[i].length)))
+            goto done;
+    if (mode == SAL_SYNC_DURABLE &&
+        (err = sal_os_sync_file_range(h->fd, records.offset, records.length)))
+        goto done;
+    for (size_t i = 0; i < c.nflush; i++)
+        if ((err = write_range(h, c.flush[i].offset, c.flush[i].length, mode)))
+            goto done;
+#endif
+    if ((err = flush_range(h, records.offset, records.length, mode)))
         goto done;
     if (clean) {
         /* A clean close vouches for the reference counts too. */
@@ -434,6 +461,7 @@ int sal_commit(sal_heap *h, int mode, int clean, sal_id *roots_out)
         sal_segments_reclaim(h);
     }
 done:
+    atomic_store(&h->durable_flushing, 0);
     cut_free(&c);
     return err;
 }
