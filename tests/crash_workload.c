@@ -863,6 +863,74 @@ static int op_temp(worker *w)
     return 0;
 }
 
+/* Objects born and mostly dead again inside one write section, so that no
+ * cut falls in between: a segment no commit has covered turns sparse, the
+ * provider lists its dead space, and the second batch reuses it in place
+ * (sal/src/recycle.c).  Each batch is more than a segment's worth; the
+ * survivors of both are published under one parent. */
+static size_t sparse_batch(worker *w, sal_id *ids, size_t n, int *rc)
+{
+    size_t keep = 0;
+    for (size_t i = 0; i < n && !*rc; i++) {
+        uint64_t size = 64 + rng_below(&w->rng, 961);
+        void *p;
+        *rc = sal_alloc(w->s, size, 0, (unsigned)rng_below(&w->rng, SAL_MAX_TYPE + 1), &ids[i], &p);
+        if (*rc)
+            n = i;
+        else
+            fill_random(w, p, size);
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (!*rc && rng_percent(&w->rng, 15))
+            ids[keep++] = ids[i];
+        else
+            (void)sal_release(w->s, ids[i]);
+    }
+    return keep;
+}
+
+static int op_sparse(worker *w)
+{
+    /* 1 MiB segments (the harnesses' heaps), objects of 64..1024 bytes. */
+    const size_t per_batch = 2600;
+    sal_id *ids = malloc(2 * per_batch * sizeof *ids);
+    if (!ids) {
+        run_fail(w->run, "worker %d: out of memory", w->t);
+        return -1;
+    }
+    int rc = 0;
+    size_t keep = sparse_batch(w, ids, per_batch, &rc);
+    /* Give the provider a moment to list the dead space (a few ms at
+     * most: the cut waits for this section). */
+    sal_heap_stats st;
+    for (int k = 0; k < 50 && !rc; k++) {
+        if (sal_heap_stats_get(w->run->h, &st) == 0 && st.segments_recyclable > 0)
+            break;
+        sleep_us(100);
+    }
+    if (!rc)
+        keep += sparse_batch(w, ids + keep, per_batch, &rc);
+    sal_id parent = SAL_NULL_ID;
+    void *p;
+    if (!rc && keep > 0)
+        rc = sal_alloc(w->s, 8ull * keep, (unsigned)keep, 1, &parent, &p);
+    for (size_t i = 0; i < keep; i++) {
+        if (!rc)
+            rc = sal_set_child(w->s, parent, (unsigned)i, ids[i]);
+        else
+            (void)sal_release(w->s, ids[i]);
+    }
+    free(ids);
+    if (rc) {
+        run_fail(w->run, "worker %d: sparse batches: %d (%s)", w->t, rc, sal_strerror(rc));
+        return -1;
+    }
+    if (parent == SAL_NULL_ID)
+        return 0;
+    change c = {(unsigned)rng_below(&w->rng, CW_ROOTS_PER_THREAD), parent};
+    return publish(w, &c, 1);
+}
+
 /* A private tree written in place across sections (until a sync commits
  * it: then writes go to copies), sometimes published. */
 static int op_draft(worker *w)
@@ -896,8 +964,10 @@ static int worker_op(worker *w)
         rc = op_clear(w);
     else if (pick < 82)
         rc = op_share(w);
-    else if (pick < 90)
+    else if (pick < 89)
         rc = op_temp(w);
+    else if (pick < 90)
+        rc = op_sparse(w);
     else
         rc = op_draft(w);
     int rc2 = sal_write_end(w->s);

@@ -304,10 +304,11 @@ static int run_round(const char *dir, uint64_t seed, int index)
     round_ctx *c = calloc(1, sizeof *c);
     if (!c)
         exit(2);
-    char path[PATH_MAX], shadow[PATH_MAX], image[PATH_MAX];
+    char path[PATH_MAX], shadow[PATH_MAX], image[PATH_MAX], before[PATH_MAX];
     snprintf(path, sizeof path, "%s/heap-%d", dir, index);
     snprintf(shadow, sizeof shadow, "%s/shadow-%d", dir, index);
     snprintf(image, sizeof image, "%s/image-%d", dir, index);
+    snprintf(before, sizeof before, "%s/image-%d.before", dir, index);
     unlink(path);
     uint64_t rng = seed ^ 0x706f776572ull;
     (void)tu_rand(&rng);
@@ -451,6 +452,11 @@ disarm:
 
     /* 5. Reboot (back to the real boot id) and recover. */
     sal_os_boot_id_override(NULL);
+    /* The recovery below rewrites the image: keep it as the cut left it
+     * too, for a failed round's post-mortem (SAL_CRASH_KEEP). */
+    const char *keep_env = getenv("SAL_CRASH_KEEP");
+    if (keep_env && *keep_env && strcmp(keep_env, "0") != 0)
+        (void)copy_sparse(image, before);
     if (check_image(c, image, open_cut, &got))
         goto out;
     if (!same_state(&got, expect) && !(have_crossing && same_state(&got, &crossing))) {
@@ -496,12 +502,13 @@ out:
     int pass = !c->error[0];
     const char *keep = getenv("SAL_CRASH_KEEP");
     if (!pass && keep && *keep && strcmp(keep, "0") != 0) {
-        printf("    files kept: %s %s %s\n", path, shadow, image);
+        printf("    files kept: %s %s %s %s\n", path, shadow, image, before);
         kept_files = 1;
     } else {
         unlink(path);
         unlink(shadow);
         unlink(image);
+        unlink(before);
     }
     (void)heap_open;
     free(c);

@@ -19,6 +19,8 @@
  */
 #include "test_gc_util.h"
 
+#include "internal.h" /* to see whether a session's arena is a recycled one */
+
 #define SEGS_FILLED 10u   /* segments filled before the releases */
 #define DIR_FANOUT 1024u  /* children per directory chunk */
 
@@ -254,7 +256,27 @@ static void recycle_cut_ends_reuse(void **state)
     fill_release_refill(h, s, &p, &rng, &before);
     assert_true(tu_stats(h).segments_recycled > 0);
     pop_publish(s, &p);
+    /* Allocate scratch objects until the session's arena is a recycled
+     * one, then drop them (the bump pointer stays), so that the cut below
+     * lands inside a hole. */
+    enum { SCRATCH_MAX = 200000 };
+    sal_id *scratch = malloc(SCRATCH_MAX * sizeof *scratch);
+    assert_non_null(scratch);
+    size_t nscratch = 0;
+    TU_OK(sal_write_begin(s));
+    while (!s->holes && nscratch < SCRATCH_MAX) {
+        void *ptr;
+        TU_OK(sal_alloc(s, 64, 0, 0, &scratch[nscratch++], &ptr));
+    }
+    for (size_t k = 0; k < nscratch; k++)
+        TU_OK(sal_release(s, scratch[k]));
+    TU_OK(sal_write_end(s));
+    free(scratch);
+    assert_non_null(s->holes);
     TU_OK(sal_sync(h, SAL_SYNC_DURABLE)); /* the cut lands inside a hole */
+    /* Every later sync protects from the old high-water mark of that
+     * segment on, which need not be a page boundary. */
+    TU_OK(sal_sync(h, SAL_SYNC_PROTECT));
     size_t committed = p.n;
     /* Churn on: release and allocate more; committed objects stay. */
     for (int round = 0; round < 4; round++) {

@@ -110,8 +110,6 @@ int sal_ids_refill(sal_session *s)
 
 /* --------------------------------------------------------------- space */
 
-/* How far ahead of the bump pointer sal_alloc_raw prefetches. */
-#define SAL_ALLOC_PREFETCH_BYTES 512
 
 void sal_session_arena_release(sal_session *s, int keep_partial)
 {
@@ -220,10 +218,6 @@ int sal_alloc_raw(sal_session *s, uint64_t size, unsigned nrefs, unsigned type,
     }
     sal_object_header *hdr = (sal_object_header *)s->bump;
     s->bump += span;
-    /* The arena is written in address order, and its lines are not in the
-     * cache: ask for one for writing a few objects ahead.  (A prefetch
-     * never faults, so running past the arena's end is harmless.) */
-    __builtin_prefetch(s->bump + SAL_ALLOC_PREFETCH_BYTES, 1, 3);
     hdr->id = id;
     hdr->size_bytes = (uint32_t)size;
     hdr->nrefs = (uint16_t)nrefs;

@@ -179,7 +179,12 @@ static int cut_take(sal_heap *h, cut *c, int mode, sal_id *roots_out)
                 mark = used;
             } else if (st == SEG_ACTIVE) {
                 used = atomic_load(&g->used_bytes); /* set by cut_arena */
-                mark = used;
+                /* A page boundary (mprotect works in pages): a recycled
+                 * arena ends at its segment's old high-water mark, which
+                 * need not be one. */
+                mark = sal_round_up(used, SAL_PAGE_BYTES);
+                if (mark > h->segment_bytes)
+                    mark = h->segment_bytes;
             } else if (seg_finished(st)) {
                 /* Nobody bumps it again, and a sparse one is no longer
                  * reused (the next take drops its holes). */
@@ -374,16 +379,22 @@ int sal_commit(sal_heap *h, int mode, int clean, sal_id *roots_out)
         goto done;
 
     for (size_t i = 0; i < c.nprotect; i++) {
-        if ((err = sal_os_protect_readonly(h->base + c.protect[i].offset,
-                                           c.protect[i].length)))
-            goto done;
-        /* Read-only now; a failure above leaves the mark behind, and the
-         * next sync protects from there. */
         uint64_t seg = sal_segment_of(h, c.protect[i].offset);
+        uint64_t end = c.protect[i].offset + c.protect[i].length - sal_segment_start(h, seg);
+        /* Under seg_lock: a segment that emptied before the cut may be
+         * reclaimed and reused as a fresh arena meanwhile (its protect
+         * mark is then back to 0), and its pages must stay writable. */
         pthread_mutex_lock(&h->seg_lock);
-        h->segments[seg].readonly_mark =
-            c.protect[i].offset + c.protect[i].length - sal_segment_start(h, seg);
+        if (atomic_load(&h->segments[seg].protect_mark) >= end) {
+            err = sal_os_protect_readonly(h->base + c.protect[i].offset, c.protect[i].length);
+            /* Read-only now; a failure leaves the mark behind, and the
+             * next sync protects from there. */
+            if (!err)
+                h->segments[seg].readonly_mark = end;
+        }
         pthread_mutex_unlock(&h->seg_lock);
+        if (err)
+            goto done;
     }
     /* Never overwrite the newest slot of either kind: it is what open falls
      * back on if this commit does not complete. */
@@ -444,9 +455,15 @@ int sal_commit(sal_heap *h, int mode, int clean, sal_id *roots_out)
         h->volatile_slot = target;
     atomic_store(&h->commit_epoch, s->epoch);
     if (mode == SAL_SYNC_DURABLE) {
+        /* A segment that emptied before the cut may have been reclaimed
+         * and reused while this commit flushed (a reset puts its marks
+         * back to 0, and only a cut raises its protect mark again): its
+         * new life is not durable yet, and the next durable commit must
+         * flush it from its start. */
         pthread_mutex_lock(&h->seg_lock);
         for (uint64_t i = 0; i < s->segments_high_water; i++)
-            h->segments[i].durable_mark = c.new_marks[i];
+            if (atomic_load(&h->segments[i].protect_mark) >= c.new_marks[i])
+                h->segments[i].durable_mark = c.new_marks[i];
         pthread_mutex_unlock(&h->seg_lock);
         atomic_store(&h->durable_epoch, s->epoch);
     }
