@@ -152,6 +152,15 @@ static sal_options recycle_options(void)
     return o;
 }
 
+/* A new heap with recycle_options() at `path`, and a session on it. */
+static sal_heap *create_heap(const char *path, const sal_options *o, sal_session **s)
+{
+    sal_heap *h;
+    TU_OK(sal_heap_create(path, o, &h));
+    TU_OK(sal_session_open(h, s));
+    return h;
+}
+
 /* Open with SAL_OPEN_REPAIR, which rebuilds the table from a walk of the
  * committed segments, across the pad words that reused holes end with:
  * nothing damaged, every object intact; then sal-gc check agrees. */
@@ -210,10 +219,8 @@ static void recycle_reuses_dead_space(void **state)
     tu_ctx *c = *state;
     uint64_t rng = tu_seed() ^ 0x5ec1c1e;
     sal_options o = recycle_options();
-    sal_heap *h;
     sal_session *s;
-    TU_OK(sal_heap_create(c->path, &o, &h));
-    TU_OK(sal_session_open(h, &s));
+    sal_heap *h = create_heap(c->path, &o, &s);
     population p = {0};
     sal_heap_stats before;
     fill_release_refill(h, s, &p, &rng, &before);
@@ -247,10 +254,8 @@ static void recycle_cut_ends_reuse(void **state)
     tu_ctx *c = *state;
     uint64_t rng = tu_seed() ^ 0xc07;
     sal_options o = recycle_options();
-    sal_heap *h;
     sal_session *s;
-    TU_OK(sal_heap_create(c->path, &o, &h));
-    TU_OK(sal_session_open(h, &s));
+    sal_heap *h = create_heap(c->path, &o, &s);
     population p = {0};
     sal_heap_stats before;
     fill_release_refill(h, s, &p, &rng, &before);
@@ -305,10 +310,8 @@ static void recycle_waits_for_other_sections(void **state)
     tu_ctx *c = *state;
     uint64_t rng = tu_seed() ^ 0x5ec7;
     sal_options o = recycle_options();
-    sal_heap *h;
     sal_session *s, *reader;
-    TU_OK(sal_heap_create(c->path, &o, &h));
-    TU_OK(sal_session_open(h, &s));
+    sal_heap *h = create_heap(c->path, &o, &s);
     TU_OK(sal_reader_open(h, &reader));
     population p = {0};
     pop_alloc(s, &p, objects_for_segments(SEGS_FILLED), &rng);
