@@ -166,15 +166,11 @@ static void walk_segments(checker *c)
             const uint64_t *word = gc_at(c->hf, start + off, 8);
             if (!word)
                 break; /* cannot happen: the file holds every segment */
-            if (*word == SAL_NULL_ID) {
-                /* Padding left by a commit's cut: the rest of the page. */
-                off = (off + SAL_PAGE_BYTES) & ~(uint64_t)(SAL_PAGE_BYTES - 1);
-                continue;
-            }
-            uint64_t pad = sal_pad_bytes(*word);
-            if (pad && pad <= used - off) {
-                /* The unused end of a hole whose dead space was reused. */
-                off += pad;
+            uint64_t next = sal_padding_end(off, *word);
+            if (next && (*word == SAL_NULL_ID || next <= used)) {
+                /* Padding left by a commit's cut (the rest of the page),
+                 * or the unused end of a hole whose dead space was reused. */
+                off = next;
                 continue;
             }
             const char *bad = NULL;
@@ -228,7 +224,7 @@ static void walk_segments(checker *c)
                                ": the later wins, as in the library's sweep",
                             idb, (uint64_t)((cur & SW_LOC_MASK) << 3), start + off);
                     c->sw[idx] = val;
-                } else if (gc_gen_newer(gen, cgen)) {
+                } else if (sal_gen_newer(gen, cgen)) {
                     c->sw[idx] = val;
                 }
             }
@@ -402,10 +398,7 @@ static void classify_suspects(checker *c)
                 uint64_t next;
                 if (!word)
                     break;
-                if (*word == SAL_NULL_ID || sal_pad_bytes(*word)) {
-                    next = *word == SAL_NULL_ID
-                               ? (off + SAL_PAGE_BYTES) & ~(uint64_t)(SAL_PAGE_BYTES - 1)
-                               : off + sal_pad_bytes(*word);
+                if ((next = sal_padding_end(off, *word)) != 0) {
                     if (target < next) {
                         classify_suspect(c, sp, "in padding between objects", 0, 0, 0, 0);
                         placed = 1;
@@ -515,10 +508,10 @@ static uint64_t locate(const checker *c, const mark_view *v, sal_id id)
          * live entry when the header there carries the id and lies inside
          * its segment record's committed range. */
         uint64_t s, rel;
-        if (!(e & SAL_ENTRY_FREE) && (e >> SAL_ENTRY_RC_SHIFT) != 0 &&
+        if (sal_entry_rc(e) != 0 &&
             seg_of(c, off, &s, &rel) && s < c->nseg &&
             c->hf->rec_raw[s].state == SAL_SEGREC_USED &&
-            rel + ((sizeof(sal_object_header) + h.size_bytes + 7) & ~7ull) <=
+            rel + sal_object_span(h.size_bytes) <=
                 c->hf->rec_raw[s].used_bytes)
             return off;
     }

@@ -28,25 +28,6 @@ int gc_boot_id(uint8_t out[16])
     return sal_os_boot_id(out);
 }
 
-static int read_exact(int fd, void *buf, size_t len, uint64_t off)
-{
-    char *p = buf;
-    while (len > 0) {
-        ssize_t n = pread(fd, p, len, (off_t)off);
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            return errno;
-        }
-        if (n == 0)
-            return EIO;
-        p += n;
-        len -= (size_t)n;
-        off += (uint64_t)n;
-    }
-    return 0;
-}
-
 static int is_pow2(uint64_t v) { return v && !(v & (v - 1)); }
 
 /* The superblock's rules, one message each.  Returns NULL if it is sound. */
@@ -207,7 +188,7 @@ int gc_heapfile_open(const char *path, const gc_options *o, gc_report *r, gc_hea
     sal_superblock *sb = &hf->sb;
     memset(sb, 0, sizeof *sb);
     uint64_t head = hf->size < sizeof *sb ? hf->size : sizeof *sb;
-    int err = read_exact(fd, sb, (size_t)head, 0);
+    int err = sal_os_pread(fd, sb, (size_t)head, 0);
     if (err) {
         gc_op_error(r, "cannot read %s: %s", path, strerror(err));
         return -1;
@@ -262,7 +243,7 @@ int gc_heapfile_open(const char *path, const gc_options *o, gc_report *r, gc_hea
             r->slot_status[i] = GC_SLOT_UNREADABLE;
             continue;
         }
-        if ((err = read_exact(fd, &s[i], sizeof s[i], SAL_SLOT_OFFSET(i)))) {
+        if ((err = sal_os_pread(fd, &s[i], sizeof s[i], SAL_SLOT_OFFSET(i)))) {
             gc_op_error(r, "cannot read commit slot %u: %s", i, strerror(err));
             return -1;
         }
@@ -364,7 +345,7 @@ int gc_heapfile_open(const char *path, const gc_options *o, gc_report *r, gc_hea
         return -1;
     }
     uint64_t segtab = sb->segtab_offset + (uint64_t)pick * sb->segtab_bytes;
-    if (n && (err = read_exact(fd, hf->rec, n * sizeof *hf->rec, segtab))) {
+    if (n && (err = sal_os_pread(fd, hf->rec, n * sizeof *hf->rec, segtab))) {
         gc_op_error(r, "cannot read the segment table: %s", strerror(err));
         return -1;
     }

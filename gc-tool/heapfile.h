@@ -50,11 +50,4 @@ static inline uint64_t gc_segment_start(const gc_heapfile *hf, uint64_t seg)
     return hf->sb.data_offset + seg * hf->sb.segment_bytes;
 }
 
-/* Is generation a newer than b, on the 24-bit circle (the library's rule)? */
-static inline int gc_gen_newer(uint32_t a, uint32_t b)
-{
-    uint32_t d = (a - b) & SAL_ID_GEN_MASK;
-    return d != 0 && d < (SAL_ID_GEN_MASK + 1) / 2;
-}
-
 #endif

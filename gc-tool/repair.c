@@ -39,6 +39,7 @@
 #include <unistd.h>
 
 #include "heapfile.h"
+#include "os.h"
 
 /* Tests: SAL_GC_TEST_KILL=after-open|after-first-fix kills the repair at
  * that point, to show that a second repair finishes the job. */
@@ -49,38 +50,6 @@ static void test_kill_point(const char *point)
         fflush(NULL);
         raise(SIGKILL);
     }
-}
-
-static int read_exact(int fd, void *buf, size_t len, uint64_t off)
-{
-    char *p = buf;
-    while (len > 0) {
-        ssize_t n = pread(fd, p, len, (off_t)off);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            return n < 0 ? errno : EIO;
-        p += n;
-        len -= (size_t)n;
-        off += (uint64_t)n;
-    }
-    return 0;
-}
-
-static int write_exact(int fd, const void *buf, size_t len, uint64_t off)
-{
-    const char *p = buf;
-    while (len > 0) {
-        ssize_t n = pwrite(fd, p, len, (off_t)off);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            return n < 0 ? errno : EIO;
-        p += n;
-        len -= (size_t)n;
-        off += (uint64_t)n;
-    }
-    return 0;
 }
 
 /* The object table, mapped read-only: [0, hwm) entries.  NULL on error. */
@@ -137,7 +106,7 @@ static void remember_table(const char *path, uint64_t table_offset, uint64_t hwm
             m->v = p;
             m->cap = cap;
         }
-        m->v[m->n++] = (free_gen){(uint32_t)i, (uint32_t)(e >> SAL_ENTRY_RC_SHIFT)};
+        m->v[m->n++] = (free_gen){(uint32_t)i, sal_entry_gen(e)};
     }
     munmap((void *)t, (size_t)(hwm * 8));
 }
@@ -175,11 +144,11 @@ static long restore_generations(const char *path, uint64_t table_offset, uint64_
         uint64_t e = t[i];
         if (!(e & SAL_ENTRY_FREE))
             continue;
-        uint32_t now = (uint32_t)(e >> SAL_ENTRY_RC_SHIFT);
-        if (!gc_gen_newer(m->v[k].gen, now))
+        uint32_t now = sal_entry_gen(e);
+        if (!sal_gen_newer(m->v[k].gen, now))
             continue;
         uint64_t fixed_e = sal_entry_make_free(sal_entry_loc(e), m->v[k].gen);
-        err = write_exact(fd, &fixed_e, 8, table_offset + 8ull * i);
+        err = sal_os_pwrite(fd, &fixed_e, 8, table_offset + 8ull * i);
         fixed++;
     }
     munmap((void *)t, (size_t)(hwm * 8));
@@ -255,12 +224,12 @@ static long apply_fixes(const char *path, const gc_report *r, FILE *out)
         const gc_fix *f = &r->fixes[k];
         if (f->kind == GC_FIX_CHILD_SLOT) {
             uint64_t cur;
-            if ((err = read_exact(fd, &cur, 8, f->offset)))
+            if ((err = sal_os_pread(fd, &cur, 8, f->offset)))
                 break;
             if (cur != f->old_value)
                 continue; /* changed since the check: leave it */
             uint64_t zero = 0;
-            if ((err = write_exact(fd, &zero, 8, f->offset)))
+            if ((err = sal_os_pwrite(fd, &zero, 8, f->offset)))
                 break;
             if (applied < 8 || k + 1 == r->nfixes)
                 fprintf(out, "  cleared child slot %u of %" PRIu32 "/%" PRIu32 " (it named %"
@@ -269,25 +238,25 @@ static long apply_fixes(const char *path, const gc_report *r, FILE *out)
                         sal_id_index(f->old_value), sal_id_gen(f->old_value));
         } else if (f->kind == GC_FIX_PAD) {
             uint64_t zero = 0;
-            if ((err = write_exact(fd, &zero, 8, f->offset)))
+            if ((err = sal_os_pwrite(fd, &zero, 8, f->offset)))
                 break;
             for (uint64_t p = (f->offset + SAL_PAGE_BYTES) & ~(uint64_t)(SAL_PAGE_BYTES - 1);
                  p < f->length && !err; p += SAL_PAGE_BYTES)
-                err = write_exact(fd, &zero, 8, p);
+                err = sal_os_pwrite(fd, &zero, 8, p);
             fprintf(out, "  turned the dead, damaged range [0x%" PRIx64 ", 0x%" PRIx64 ") into "
                          "padding\n",
                     f->offset, f->length);
         } else if (f->kind == GC_FIX_SLOT) {
             sal_commit_slot cur;
             sal_superblock sb;
-            if ((err = read_exact(fd, &cur, sizeof cur, f->offset)) ||
-                (err = read_exact(fd, &sb, sizeof sb, 0)))
+            if ((err = sal_os_pread(fd, &cur, sizeof cur, f->offset)) ||
+                (err = sal_os_pread(fd, &sb, sizeof sb, 0)))
                 break;
             if (sal_slot_valid(&cur, &sb))
                 continue; /* valid now: leave it */
             sal_commit_slot zero;
             memset(&zero, 0, sizeof zero);
-            if ((err = write_exact(fd, &zero, sizeof zero, f->offset)))
+            if ((err = sal_os_pwrite(fd, &zero, sizeof zero, f->offset)))
                 break;
             fprintf(out, "  emptied invalid commit slot %u\n", f->slot);
         }

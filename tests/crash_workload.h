@@ -136,6 +136,11 @@ int cw_gc_check(const char *heap_path, char *err, size_t errlen);
 
 /* Pretty-print a state in one line (for failure messages). */
 void cw_state_format(const cw_state *st, int threads, char *buf, size_t len);
+/* Two states are the same commit: digest, object count and bytes. */
+static inline int cw_state_same(const cw_state *a, const cw_state *b)
+{
+    return a->digest == b->digest && a->objects == b->objects && a->bytes == b->bytes;
+}
 
 /* The harnesses' command line: --rounds N (or the variable `rounds_env`),
  * --seed S (or SAL_TEST_SEED; else one drawn from the clock), --max-failures

@@ -325,11 +325,6 @@ static int read_some(int fd, round_state *rs)
  * The parent: the checks after the kill
  * --------------------------------------------------------------------- */
 
-static int same_state(const cw_state *a, const cw_state *b)
-{
-    return a->digest == b->digest && a->objects == b->objects && a->bytes == b->bytes;
-}
-
 /* Recover and check; returns 0 or fills rs->error.  *mid_match: the
  * recovered state is the commit in flight, not the last reported one. */
 static int check_heap_after_kill(const char *path, round_state *rs, int mid, int *mid_match)
@@ -398,7 +393,7 @@ static int check_heap_after_kill(const char *path, round_state *rs, int mid, int
                 (unsigned long long)st.objects, (unsigned long long)st.bytes);
         return -1;
     }
-    if (!same_state(&ro, &st)) {
+    if (!cw_state_same(&ro, &st)) {
         cw_state_format(&ro, THREADS, a, sizeof a);
         cw_state_format(&st, THREADS, b, sizeof b);
         rs_fail(rs, "the read-only open showed %s, the recovery %s", a, b);
@@ -407,7 +402,7 @@ static int check_heap_after_kill(const char *path, round_state *rs, int mid, int
 
     /* The state: the last commit, or the one in flight. */
     *mid_match = 0;
-    if (!same_state(&st, &rs->last_done.state)) {
+    if (!cw_state_same(&st, &rs->last_done.state)) {
         int ok = mid;
         for (int t = 0; ok && t < THREADS; t++)
             if (hist_find(&rs->hist[t], rs->matched[t], st.sub[t]) < 0)
@@ -441,7 +436,7 @@ static int check_heap_after_kill(const char *path, round_state *rs, int mid, int
         rs_fail(rs, "reopened after recovery: %s", err);
         return -1;
     }
-    if (!same_state(&again, &st)) {
+    if (!cw_state_same(&again, &st)) {
         rs_fail(rs, "reopened after recovery: the state changed");
         return -1;
     }

@@ -201,11 +201,6 @@ static int build_image(const char *real_path, const char *shadow_path, const cha
     return rc ? -1 : 0;
 }
 
-static int same_state(const cw_state *a, const cw_state *b)
-{
-    return a->digest == b->digest && a->objects == b->objects && a->bytes == b->bytes;
-}
-
 /* Open the image after a "reboot" and check it; *got is what it shows. */
 static int check_image(round_ctx *c, const char *path, int may_be_clean, cw_state *got)
 {
@@ -274,7 +269,7 @@ static int check_image(round_ctx *c, const char *path, int may_be_clean, cw_stat
              (unsigned long long)got->objects, (unsigned long long)got->bytes);
         return -1;
     }
-    if (!same_state(&ro, got)) {
+    if (!cw_state_same(&ro, got)) {
         rfail(c, "the read-only open and the recovery show different states");
         return -1;
     }
@@ -287,7 +282,7 @@ static int check_image(round_ctx *c, const char *path, int may_be_clean, cw_stat
     cw_state again;
     bad = cw_check_heap(h, THREADS, 0, &again, err, sizeof err);
     sal_heap_close(h);
-    if (bad || !same_state(&again, got)) {
+    if (bad || !cw_state_same(&again, got)) {
         rfail(c, "reopened after recovery: %s", bad ? err : "the state changed");
         return -1;
     }
@@ -459,7 +454,7 @@ disarm:
         (void)copy_sparse(image, before);
     if (check_image(c, image, open_cut, &got))
         goto out;
-    if (!same_state(&got, expect) && !(have_crossing && same_state(&got, &crossing))) {
+    if (!cw_state_same(&got, expect) && !(have_crossing && cw_state_same(&got, &crossing))) {
         char a[256], b[256], x[256] = "";
         cw_state_format(&got, THREADS, a, sizeof a);
         cw_state_format(expect, THREADS, b, sizeof b);
@@ -474,8 +469,8 @@ disarm:
         for (int i = 0; i < c->nsyncs; i++)
             cut_hit |= c->syncs[i].rc != 0;
         stats.no_cut += !cut_hit;
-        stats.got_interrupted += have_crossing && !same_state(&got, expect) &&
-                                 same_state(&got, &crossing);
+        stats.got_interrupted += have_crossing && !cw_state_same(&got, expect) &&
+                                 cw_state_same(&got, &crossing);
         if (subset_kind >= 0)
             stats.subset[subset_kind]++;
     }

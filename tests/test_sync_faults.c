@@ -298,14 +298,9 @@ static cw_state recover(tu_ctx *c, int reboot)
     return st;
 }
 
-static int same(const cw_state *a, const cw_state *b)
-{
-    return a->digest == b->digest && a->objects == b->objects && a->bytes == b->bytes;
-}
-
 #define EXPECT_STATE(got, want, what)                                                   \
     do {                                                                                \
-        if (!same(&(got), &(want)))                                                     \
+        if (!cw_state_same(&(got), &(want)))                                                     \
             fail_msg("%s: recovered digest %016" PRIx64 " (%" PRIu64 " objects), "      \
                      "expected %016" PRIx64 " (%" PRIu64 " objects)",                   \
                      what, (got).digest, (got).objects, (want).digest, (want).objects); \
@@ -313,7 +308,7 @@ static int same(const cw_state *a, const cw_state *b)
 
 #define EXPECT_EITHER(got, w1, w2, what)                                                \
     do {                                                                                \
-        if (!same(&(got), &(w1)) && !same(&(got), &(w2)))                               \
+        if (!cw_state_same(&(got), &(w1)) && !cw_state_same(&(got), &(w2)))                               \
             fail_msg("%s: recovered digest %016" PRIx64 ", expected %016" PRIx64        \
                      " or %016" PRIx64,                                                 \
                      what, (got).digest, (w1).digest, (w2).digest);                     \
@@ -349,7 +344,7 @@ static long durable_fails_at_each_call(tu_ctx *c, sal_os_op op, const char *what
         cw_state same_boot = look(c, 0), rebooted = look(c, 1);
         EXPECT_EITHER(same_boot, out.a, out.ph[0].state, "killed after a failed durable sync");
         EXPECT_EITHER(rebooted, out.a, out.ph[0].state, "power loss after a failed durable sync");
-        if (!same(&rebooted, &out.a))
+        if (!cw_state_same(&rebooted, &out.a))
             print_message("%s %ld failing: the commit slot was written, only its flush "
                           "failed: the new commit is there\n",
                           what, k);

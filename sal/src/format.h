@@ -130,6 +130,16 @@ static inline uint64_t sal_pad_bytes(uint64_t word)
     uint64_t n = word & ((1ull << 56) - 1);
     return (word >> 56) == SAL_PAD_TAG && n >= 8 && (n & 7) == 0 ? n : 0;
 }
+/* For a linear walk: if `word`, at offset `off` of a segment, starts
+ * padding, the offset where the walk goes on; 0 if it is a header.  (The
+ * caller checks the result against the end of its range.) */
+static inline uint64_t sal_padding_end(uint64_t off, uint64_t word)
+{
+    if (word == 0)
+        return (off + SAL_PAGE_BYTES) & ~(uint64_t)(SAL_PAGE_BYTES - 1);
+    uint64_t n = sal_pad_bytes(word);
+    return n ? off + n : 0;
+}
 
 /*
  * Object table entry (8 bytes, changed only with atomic operations):
@@ -176,6 +186,14 @@ static inline uint32_t sal_id_gen(sal_id id)
 static inline sal_id sal_id_make(uint32_t index, uint32_t gen)
 {
     return (sal_id)index | ((sal_id)(gen & SAL_ID_GEN_MASK) << SAL_ID_GEN_SHIFT);
+}
+/* The generation a free entry keeps. */
+static inline uint32_t sal_entry_gen(uint64_t e) { return (uint32_t)(e >> SAL_ENTRY_RC_SHIFT); }
+/* Is generation a newer than b, on the 24-bit circle? */
+static inline int sal_gen_newer(uint32_t a, uint32_t b)
+{
+    uint32_t d = (a - b) & SAL_ID_GEN_MASK;
+    return d != 0 && d < (SAL_ID_GEN_MASK + 1) / 2;
 }
 /* The id to hand out next for table entry `index` holding `e` (not live). */
 static inline sal_id sal_entry_next_id(uint32_t index, uint64_t e)

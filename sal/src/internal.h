@@ -208,6 +208,8 @@ struct sal_heap {
     uint32_t *recyclable_segs; size_t recyclable_len;/* swept, stack */
     _Atomic uint64_t segments_recycled;              /* handed out */
     int provider_error;                /* last preparation failure (errno) */
+    int commit_in_flight;              /* between a cut and its commit's end:
+                                          no segment is reclaimed */
     _Atomic uint64_t alloc_waits;
     /* Folio policy for segments prepared from now on (see provider.c):
      * 0 large (2 MiB) folios, 1 small (4 KiB). */
@@ -278,9 +280,18 @@ void sal_segment_claim_if_empty(sal_heap *h, uint64_t seg);
 void sal_session_arena_release(sal_session *s, int keep_partial);
 
 /* recycle.c: reuse of dead space in segments no commit has covered */
+/* Queue a full, never committed segment for a sweep. */
+void sal_recycle_queue(sal_heap *h, uint64_t seg);
 /* `seg`'s live bytes fell from `before` to `after`: queue it for a sweep
- * if it just became sparse. */
-void sal_recycle_note(sal_heap *h, uint64_t seg, int64_t before, int64_t after);
+ * if it just became sparse (below half of its used bytes).  Inline: it
+ * runs on every release, and almost always does nothing. */
+static inline void sal_recycle_note(sal_heap *h, uint64_t seg, int64_t before, int64_t after)
+{
+    int64_t used = (int64_t)atomic_load_explicit(&h->segments[seg].used_bytes,
+                                                 memory_order_relaxed);
+    if (after > 0 && after * 2 < used && before * 2 >= used)
+        sal_recycle_queue(h, seg);
+}
 /* Provider: sweep one queued sparse segment.  Returns 1 if it did work.
  * Called and returns with seg_lock held (drops it while sweeping). */
 int sal_recycle_sweep_one(sal_heap *h);

@@ -296,6 +296,8 @@ int sal_os_pwrite(int fd, const void *buf, size_t len, uint64_t offset)
                 continue;
             return errno;
         }
+        if (n == 0)
+            return EIO; /* no progress: do not spin */
         p += n, len -= (size_t)n, offset += (uint64_t)n;
     }
     return 0;
@@ -393,13 +395,23 @@ int sal_os_populate_write(void *addr, uint64_t length)
     return 0;
 }
 
+/* Write a range back and wait until the device has it (not flushed from
+ * its cache). */
+static int write_back_wait(int fd, uint64_t offset, uint64_t length)
+{
+    return sync_file_range(fd, (off_t)offset, (off_t)length,
+                           SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE |
+                               SYNC_FILE_RANGE_WAIT_AFTER) == 0
+               ? 0
+               : errno;
+}
+
 int sal_os_write_and_wait(int fd, const void *addr, uint64_t offset, uint64_t length)
 {
     FAULT(SAL_OS_SYNC_FILE_RANGE);
-    if (sync_file_range(fd, (off_t)offset, (off_t)length,
-                        SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE |
-                            SYNC_FILE_RANGE_WAIT_AFTER) != 0)
-        return errno;
+    int err = write_back_wait(fd, offset, length);
+    if (err)
+        return err;
     powercut_pending(addr, length);
     return 0;
 }
@@ -417,10 +429,9 @@ int sal_os_drop_cache(int fd, void *addr, uint64_t offset, uint64_t length)
         return errno;
     /* Only clean pages can be dropped: write the dirty ones (dead data)
      * back first. */
-    if (sync_file_range(fd, (off_t)offset, (off_t)length,
-                        SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE |
-                            SYNC_FILE_RANGE_WAIT_AFTER) != 0)
-        return errno;
+    int err = write_back_wait(fd, offset, length);
+    if (err)
+        return err;
     /* The blocks keep their old (dead) contents: faulting the range in
      * again reads them from the disk.  Zeroing them instead
      * (FALLOC_FL_ZERO_RANGE) would save that read but turn the extents

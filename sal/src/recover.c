@@ -48,15 +48,6 @@ static double now_seconds(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
-/* Is generation a newer than b, on a 24-bit circle? */
-static int gen_newer(uint32_t a, uint32_t b)
-{
-    uint32_t d = (a - b) & SAL_ID_GEN_MASK;
-    return d != 0 && d < (SAL_ID_GEN_MASK + 1) / 2;
-}
-
-static uint32_t entry_gen(uint64_t e) { return (uint32_t)(e >> SAL_ENTRY_RC_SHIFT); }
-
 /* Sweep one committed range; returns the number of damaged headers (the
  * rest of the segment after one is skipped: its layout is lost). */
 static uint64_t sweep_segment(sal_heap *h, uint64_t seg, uint64_t used, uint64_t hwm,
@@ -68,17 +59,14 @@ static uint64_t sweep_segment(sal_heap *h, uint64_t seg, uint64_t used, uint64_t
     uint64_t off = 0;
     while (off + sizeof(sal_object_header) <= used) {
         const sal_object_header *hdr = (const sal_object_header *)(h->base + start + off);
-        if (hdr->id == SAL_NULL_ID) {
-            /* Padding left by a commit's cut: the rest of the page. */
-            off = sal_round_up(off + 1, SAL_PAGE_BYTES);
-            continue;
-        }
-        uint64_t pad = sal_pad_bytes(hdr->id);
-        if (pad) {
-            /* The unused end of a reused hole (recycle.c). */
-            if (pad > used - off)
+        uint64_t next = sal_padding_end(off, hdr->id);
+        if (next) {
+            /* Padding: left by a commit's cut (the rest of the page), or
+             * the unused end of a reused hole (recycle.c), which must end
+             * inside the range. */
+            if (hdr->id != SAL_NULL_ID && next > used)
                 return 1;
-            off += pad;
+            off = next;
             continue;
         }
         uint32_t idx = sal_id_index(hdr->id);
@@ -88,7 +76,7 @@ static uint64_t sweep_segment(sal_heap *h, uint64_t seg, uint64_t used, uint64_t
             return 1;
         uint64_t e = atomic_load_explicit(&table[idx], memory_order_relaxed);
         uint32_t gen = sal_id_gen(hdr->id);
-        if (sal_entry_loc(e) == 0 || gen_newer(gen, entry_gen(e)) || gen == entry_gen(e))
+        if (sal_entry_loc(e) == 0 || sal_gen_newer(gen, sal_entry_gen(e)) || gen == sal_entry_gen(e))
             atomic_store_explicit(&table[idx],
                                   sal_entry_make_free((start + off) >> 3, gen),
                                   memory_order_relaxed);
@@ -198,7 +186,7 @@ int sal_recover(sal_heap *h, sal_segment_record *rec, int same_boot,
         uint64_t e = atomic_load_explicit(&table[i], memory_order_relaxed);
         uint32_t gen = 0;
         if (e & SAL_ENTRY_FREE)
-            gen = entry_gen(e);
+            gen = sal_entry_gen(e);
         else if (sal_entry_rc(e) != 0)
             rep->ids_live_before++;
         uint64_t loc = same_boot ? sal_entry_loc(e) : 0;
@@ -251,9 +239,9 @@ int sal_recover(sal_heap *h, sal_segment_record *rec, int same_boot,
         uint64_t e = atomic_load_explicit(&table[i], memory_order_relaxed);
         uint64_t old = old_entries[i];
         if ((e & SAL_ENTRY_FREE) && (old & SAL_ENTRY_FREE) &&
-            gen_newer(entry_gen(old), entry_gen(e)))
+            sal_gen_newer(sal_entry_gen(old), sal_entry_gen(e)))
             atomic_store_explicit(&table[i],
-                                  sal_entry_make_free(sal_entry_loc(e), entry_gen(old)),
+                                  sal_entry_make_free(sal_entry_loc(e), sal_entry_gen(old)),
                                   memory_order_relaxed);
     }
     free(old_entries);

@@ -94,13 +94,9 @@ static void sweep(sal_heap *h, uint64_t seg, uint64_t used, hole_list *out)
         unsigned n = 0;
         while (n < SWEEP_BATCH && off + 8 <= used) {
             uint64_t word = *(const uint64_t *)(base + off);
-            uint64_t pad = sal_pad_bytes(word), next;
+            uint64_t next = sal_padding_end(off, word);
             uint32_t index = 0;
-            if (word == 0) {
-                next = sal_round_up(off + 1, SAL_PAGE_BYTES);
-            } else if (pad) {
-                next = off + pad;
-            } else {
+            if (!next) {
                 const sal_object_header *hdr = (const sal_object_header *)(base + off);
                 uint64_t span = sal_object_span(hdr->size_bytes);
                 index = sal_id_index(hdr->id);
@@ -135,12 +131,9 @@ static void sweep(sal_heap *h, uint64_t seg, uint64_t used, hole_list *out)
         hole_push(out, run, off);
 }
 
-void sal_recycle_note(sal_heap *h, uint64_t seg, int64_t before, int64_t after)
+void sal_recycle_queue(sal_heap *h, uint64_t seg)
 {
     sal_segment *g = &h->segments[seg];
-    int64_t used = (int64_t)atomic_load_explicit(&g->used_bytes, memory_order_relaxed);
-    if (after <= 0 || after * 2 >= used || before * 2 < used)
-        return; /* not the release that made it sparse */
     if (atomic_load(&g->state) != SEG_FULL || atomic_load(&g->protect_mark) != 0)
         return;
     pthread_mutex_lock(&h->seg_lock);

@@ -123,6 +123,7 @@ static int cut_take(sal_heap *h, cut *c, int mode, sal_id *roots_out)
 
     pthread_mutex_lock(&h->sessions_lock);
     pthread_mutex_lock(&h->seg_lock);
+    h->commit_in_flight = 1;
     uint64_t n = h->segments_high_water;
     c->records = calloc(n ? n : 1, sizeof *c->records);
     c->new_marks = calloc(n ? n : 1, sizeof *c->new_marks);
@@ -136,24 +137,21 @@ static int cut_take(sal_heap *h, cut *c, int mode, sal_id *roots_out)
          * parked for later (a bulk writer goes back to large ones: alloc.c).
          * A commit with nothing new (open, close, an idle sync) says
          * nothing about the workload. */
-        uint64_t new_bytes = 0;
-        for (uint64_t i = 0; i < n; i++) {
+        int has_new = 0;
+        for (uint64_t i = 0; i < n && !has_new; i++) {
             sal_segment *g = &h->segments[i];
-            int st = atomic_load(&g->state);
-            uint64_t used = atomic_load(&g->used_bytes);
-            if (seg_finished(st) && used > atomic_load(&g->protect_mark))
-                new_bytes += used - atomic_load(&g->protect_mark);
+            has_new = seg_finished(atomic_load(&g->state)) &&
+                      atomic_load(&g->used_bytes) > atomic_load(&g->protect_mark);
         }
-        for (unsigned i = 0; i < SAL_MAX_SESSIONS; i++) {
+        for (unsigned i = 0; i < SAL_MAX_SESSIONS && !has_new; i++) {
             sal_session *s = h->open_sessions[i];
             if (s && s->arena_segment >= 0) {
                 uint64_t seg = (uint64_t)s->arena_segment;
                 uint64_t used = (uint64_t)(s->bump - (h->base + sal_segment_start(h, seg)));
-                uint64_t mark = atomic_load(&h->segments[seg].protect_mark);
-                new_bytes += used > mark ? used - mark : 0;
+                has_new = used > atomic_load(&h->segments[seg].protect_mark);
             }
         }
-        int to_small = mode != SAL_SYNC_PROTECT && new_bytes > 0;
+        int to_small = mode != SAL_SYNC_PROTECT && has_new;
         if (to_small)
             atomic_store(&h->small_folios, 1);
         for (unsigned i = 0; i < SAL_MAX_SESSIONS; i++) {
@@ -379,22 +377,16 @@ int sal_commit(sal_heap *h, int mode, int clean, sal_id *roots_out)
         goto done;
 
     for (size_t i = 0; i < c.nprotect; i++) {
-        uint64_t seg = sal_segment_of(h, c.protect[i].offset);
-        uint64_t end = c.protect[i].offset + c.protect[i].length - sal_segment_start(h, seg);
-        /* Under seg_lock: a segment that emptied before the cut may be
-         * reclaimed and reused as a fresh arena meanwhile (its protect
-         * mark is then back to 0), and its pages must stay writable. */
-        pthread_mutex_lock(&h->seg_lock);
-        if (atomic_load(&h->segments[seg].protect_mark) >= end) {
-            err = sal_os_protect_readonly(h->base + c.protect[i].offset, c.protect[i].length);
-            /* Read-only now; a failure leaves the mark behind, and the
-             * next sync protects from there. */
-            if (!err)
-                h->segments[seg].readonly_mark = end;
-        }
-        pthread_mutex_unlock(&h->seg_lock);
-        if (err)
+        if ((err = sal_os_protect_readonly(h->base + c.protect[i].offset,
+                                           c.protect[i].length)))
             goto done;
+        /* Read-only now; a failure above leaves the mark behind, and the
+         * next sync protects from there. */
+        uint64_t seg = sal_segment_of(h, c.protect[i].offset);
+        pthread_mutex_lock(&h->seg_lock);
+        h->segments[seg].readonly_mark =
+            c.protect[i].offset + c.protect[i].length - sal_segment_start(h, seg);
+        pthread_mutex_unlock(&h->seg_lock);
     }
     /* Never overwrite the newest slot of either kind: it is what open falls
      * back on if this commit does not complete. */
@@ -455,15 +447,9 @@ int sal_commit(sal_heap *h, int mode, int clean, sal_id *roots_out)
         h->volatile_slot = target;
     atomic_store(&h->commit_epoch, s->epoch);
     if (mode == SAL_SYNC_DURABLE) {
-        /* A segment that emptied before the cut may have been reclaimed
-         * and reused while this commit flushed (a reset puts its marks
-         * back to 0, and only a cut raises its protect mark again): its
-         * new life is not durable yet, and the next durable commit must
-         * flush it from its start. */
         pthread_mutex_lock(&h->seg_lock);
         for (uint64_t i = 0; i < s->segments_high_water; i++)
-            if (atomic_load(&h->segments[i].protect_mark) >= c.new_marks[i])
-                h->segments[i].durable_mark = c.new_marks[i];
+            h->segments[i].durable_mark = c.new_marks[i];
         pthread_mutex_unlock(&h->seg_lock);
         atomic_store(&h->durable_epoch, s->epoch);
     }
@@ -479,6 +465,10 @@ int sal_commit(sal_heap *h, int mode, int clean, sal_id *roots_out)
     }
 done:
     atomic_store(&h->durable_flushing, 0);
+    /* Segments may be reclaimed again (provider.c, reclaim_locked). */
+    pthread_mutex_lock(&h->seg_lock);
+    h->commit_in_flight = 0;
+    pthread_mutex_unlock(&h->seg_lock);
     cut_free(&c);
     return err;
 }
