@@ -76,6 +76,10 @@ typedef struct sal_segment {
                                      committed, no wait */
     int folios;                   /* page-cache folios it was prepared
                                      with: 0 unknown, 1 small, 2 large */
+    int disk_written;             /* 1: every block written on disk (it
+                                     stays so); 0: unknown or not */
+    uint64_t written_checked;     /* commit epoch + 1 of the last check
+                                     that found it not written */
     uint64_t durable_mark;        /* protect mark as of the last durable
                                      commit: nonzero means a power loss
                                      would bring these bytes back, so the

@@ -13,10 +13,14 @@
 #include <fcntl.h>
 #include <stdatomic.h>
 #include <string.h>
+#include <linux/fiemap.h>
+#include <linux/fs.h>
 #include <sys/file.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/random.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #ifndef MADV_POPULATE_READ
@@ -423,6 +427,68 @@ int sal_os_advise_folios(void *addr, uint64_t length, int large)
                : errno;
 }
 
+int sal_os_range_written(int fd, uint64_t offset, uint64_t length)
+{
+    /* FIEMAP in batches of extents: one unwritten, delayed or missing
+     * block anywhere in the range is enough to say no. */
+    enum { BATCH = 32 };
+    union {
+        struct fiemap map;
+        char bytes[sizeof(struct fiemap) + BATCH * sizeof(struct fiemap_extent)];
+    } buf;
+    uint64_t pos = offset, end = offset + length;
+    while (pos < end) {
+        memset(&buf, 0, sizeof buf);
+        buf.map.fm_start = pos;
+        buf.map.fm_length = end - pos;
+        buf.map.fm_extent_count = BATCH;
+        if (ioctl(fd, FS_IOC_FIEMAP, &buf.map) != 0)
+            return -1; /* not supported here: unknown */
+        if (buf.map.fm_mapped_extents == 0)
+            return 0; /* a hole */
+        for (uint32_t i = 0; i < buf.map.fm_mapped_extents; i++) {
+            const struct fiemap_extent *e = &buf.map.fm_extents[i];
+            if (e->fe_logical > pos)
+                return 0; /* a hole before this extent */
+            if (e->fe_flags & (FIEMAP_EXTENT_UNWRITTEN | FIEMAP_EXTENT_DELALLOC |
+                               FIEMAP_EXTENT_UNKNOWN))
+                return 0;
+            if (e->fe_logical + e->fe_length > pos)
+                pos = e->fe_logical + e->fe_length;
+            if (pos >= end)
+                return 1;
+        }
+    }
+    return 1;
+}
+
+int sal_os_fill_cache(int fd, uint64_t offset, uint64_t length, uint64_t chunk)
+{
+    /* One write per folio wanted: the page cache sizes the folios it
+     * creates for a write by the length of the write.  Whole pages are
+     * overwritten, so nothing is read from the disk. */
+    static const char zeros[4096];
+    struct iovec iov[512];
+    uint64_t per_iov = sizeof zeros;
+    if (chunk < per_iov || chunk % per_iov || chunk > per_iov * 512)
+        return EINVAL;
+    int n = (int)(chunk / per_iov);
+    for (int i = 0; i < n; i++)
+        iov[i] = (struct iovec){(void *)zeros, sizeof zeros};
+    uint64_t off = 0;
+    while (off < length) {
+        ssize_t w = pwritev(fd, iov, n, (off_t)(offset + off));
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w < 0)
+            return errno;
+        if ((uint64_t)w != chunk)
+            return EIO; /* short: the caller falls back to faulting */
+        off += chunk;
+    }
+    return 0;
+}
+
 int sal_os_drop_cache(int fd, void *addr, uint64_t offset, uint64_t length)
 {
     if (madvise(addr, (size_t)length, MADV_DONTNEED) != 0)
@@ -433,10 +499,11 @@ int sal_os_drop_cache(int fd, void *addr, uint64_t offset, uint64_t length)
     if (err)
         return err;
     /* The blocks keep their old (dead) contents: faulting the range in
-     * again reads them from the disk.  Zeroing them instead
-     * (FALLOC_FL_ZERO_RANGE) would save that read but turn the extents
-     * back into unwritten ones, whose next write-back is a journal commit
-     * that a concurrent durable sync then waits for. */
+     * again reads them from the disk, unless sal_os_fill_cache writes the
+     * pages first.  Zeroing the blocks instead (FALLOC_FL_ZERO_RANGE)
+     * would turn the extents back into unwritten ones, whose next
+     * write-back is a journal commit that a concurrent durable sync then
+     * waits for. */
     return posix_fadvise(fd, (off_t)offset, (off_t)length, POSIX_FADV_DONTNEED);
 }
 

@@ -81,10 +81,19 @@ int sal_os_write_and_wait(int fd, const void *addr, uint64_t offset, uint64_t le
 /* Ask for large (2 MiB) or small (4 KiB) page-cache folios for a range
  * faulted in from now on. */
 int sal_os_advise_folios(void *addr, uint64_t length, int large);
-/* Unmap a range, drop its page-cache pages and zero its blocks (they stay
- * allocated), so that the next fault builds new folios of the size now
- * advised without reading the disk.  Dead data only. */
+/* Unmap a range, write its dirty pages back and drop its page-cache pages
+ * (the blocks keep their contents), so that the cache can be built again
+ * with folios of another size.  Dead data only. */
 int sal_os_drop_cache(int fd, void *addr, uint64_t offset, uint64_t length);
+/* Write zeros over a range through the file, `chunk` bytes (a multiple of
+ * 4 KiB, at most 2 MiB) per write: the page cache then holds folios of
+ * that size, built without reading the disk.  Dead data only. */
+int sal_os_fill_cache(int fd, uint64_t offset, uint64_t length, uint64_t chunk);
+/* Whether every block of a file range is allocated and written (1), not
+ * (0: a hole, or unwritten or delayed extents), or unknown (-1: the file
+ * system cannot say).  The first write-back into an unwritten extent on
+ * ext4 converts it, a journal commit that a durable sync then waits for. */
+int sal_os_range_written(int fd, uint64_t offset, uint64_t length);
 
 uint64_t sal_os_page_size(void);
 int sal_os_random(void *buf, size_t len);

@@ -47,6 +47,8 @@ static int segment_pick_locked(sal_heap *h, uint64_t *seg_out)
         return err;
     h->segments_high_water = seg + 1;
     atomic_store(&h->file_bytes, sal_segment_start(h, seg + 1));
+    h->segments[seg].disk_written = 0; /* fallocate: unwritten extents */
+    h->segments[seg].written_checked = 0;
     *seg_out = seg;
     return 0;
 }
@@ -65,25 +67,66 @@ static int folios_suit(int folios, int want)
     return folios == want || folios == 0;
 }
 
-/* For the provider: a free segment whose page cache already holds the
- * folios the policy wants (or none).  Converting one is I/O (a write-back
- * and a read of the whole segment) that would compete with the commits
- * that made the policy change; the session that needs a segment converts
- * one itself.  Returns 0 with the segment, 1 if there is none to take
- * without converting, or an error.  Called with seg_lock held. */
-static int segment_pick_matching_locked(sal_heap *h, uint64_t *seg_out)
+/* Whether every block of a free segment is written on disk.  Asked of the
+ * file system (one ioctl) at most once per commit while the answer is no:
+ * write-back changes it, and once yes it stays yes. */
+static int segment_written_locked(sal_heap *h, uint64_t seg)
 {
-    int want = wanted_folios(h);
-    for (size_t i = h->free_segs_len; i-- > 0;) {
-        if (folios_suit(h->segments[h->free_segs[i]].folios, want)) {
-            *seg_out = h->free_segs[i];
-            h->free_segs[i] = h->free_segs[--h->free_segs_len];
-            return 0;
+    sal_segment *g = &h->segments[seg];
+    uint64_t epoch = atomic_load(&h->commit_epoch) + 1;
+    if (g->disk_written || g->written_checked == epoch)
+        return g->disk_written;
+    if (sal_os_range_written(h->fd, sal_segment_start(h, seg), h->segment_bytes) == 1)
+        g->disk_written = 1;
+    else
+        g->written_checked = epoch;
+    return g->disk_written;
+}
+
+/*
+ * How cheap a free segment is to prepare under the policy:
+ *   3  its blocks are written and its cache suits (or is unknown): at most
+ *      a cache to build by writing zeros through the file (no reads), and
+ *      its first write-back changes no file-system metadata;
+ *   2  written, cache of the other kind: dropped first, then as above;
+ *   1  cache suits, blocks not written (fresh from fallocate): their first
+ *      write-back converts the extents, a journal commit that a durable
+ *      sync waits for;
+ *   0  cache of the other kind and blocks not written: dropping the cache
+ *      writes its dirty pages back first.
+ */
+static int segment_score_locked(sal_heap *h, uint64_t seg, int want)
+{
+    int suit = folios_suit(h->segments[seg].folios, want);
+    if (segment_written_locked(h, seg))
+        return suit ? 3 : 2;
+    return suit ? 1 : 0;
+}
+
+/* The free segment to prepare next: the best by segment_score_locked, or a
+ * new one when none is free.  A segment scored below `min_score` is left
+ * for later (returns 1): the provider leaves conversions that write back
+ * to a session that finds nothing ready, so that their I/O does not
+ * compete with the commits that made the policy change.  Called with
+ * seg_lock held. */
+static int segment_pick_best_locked(sal_heap *h, int min_score, uint64_t *seg_out)
+{
+    if (h->free_segs_len == 0)
+        return segment_pick_locked(h, seg_out);
+    int want = wanted_folios(h), best_score = -1;
+    size_t best = 0;
+    for (size_t i = h->free_segs_len; i-- > 0 && best_score < 3;) {
+        int score = segment_score_locked(h, h->free_segs[i], want);
+        if (score > best_score) {
+            best_score = score;
+            best = i;
         }
     }
-    if (h->free_segs_len > 0)
+    if (best_score < min_score)
         return 1;
-    return segment_pick_locked(h, seg_out);
+    *seg_out = h->free_segs[best];
+    h->free_segs[best] = h->free_segs[--h->free_segs_len];
+    return 0;
 }
 
 static void segment_reset(sal_segment *g, int state)
@@ -106,6 +149,13 @@ static void wait_for_durable_flush(sal_heap *h)
 }
 
 #define SAL_PREPARE_STEP_BYTES (2ull << 20)
+#define SAL_PREPARE_SMALL_STEP_BYTES (64ull << 10)
+/* The small folio: the dirty unit of a commit under the small policy.
+ * 4 KiB folios made a commit of 15 MB spend twice as long in write-back
+ * as 2 MiB ones (about 4 us per folio); 64 KiB ones cost a small commit
+ * 60 KiB more to write and a large one no more than 2 MiB folios
+ * (W6: P = 100 000 went from 1.9x to 1.2-1.4x the peer's time). */
+#define SAL_SMALL_FOLIO_BYTES (64ull << 10)
 
 /*
  * Folios.  On this kernel a file range faulted in with MADV_HUGEPAGE gets
@@ -113,15 +163,24 @@ static void wait_for_durable_flush(sal_heap *h)
  * (about 1.8 ms per 8 MiB against 7-14 ms for 4 KiB pages) and the
  * session takes fewer TLB misses.  But the dirty unit is the folio: one new
  * object in a 2 MiB folio makes a durable sync write 2 MiB.  So the policy
- * follows the workload (h->small_folios): large folios from open, small ones
- * after every commit that writes (sync.c; the arenas with large folios are
- * parked on the partial list then), large again as soon as a session fills
- * a whole arena between two commits (alloc.c).  A small commit then writes
- * 4 KiB pages, and bulk data still goes to large folios after the first
- * segment.  A segment whose cache holds the other kind is written back and
- * dropped from the cache first (its content is dead), and read in again:
- * I/O, so the provider prepares only segments that need none, and leaves
- * conversions to a session that finds nothing ready.
+ * follows the workload (h->small_folios): large folios from open, small
+ * (64 KiB) ones after every commit that writes (sync.c; the arenas with
+ * large folios are parked on the partial list then), large again as soon
+ * as a session fills half an arena between two commits (alloc.c).  A small
+ * commit then writes 64 KiB folios, and bulk data still goes to large
+ * folios after the first segment.
+ *
+ * Where the new objects land matters as much for small commits: in a
+ * segment whose blocks were written before (as a file overwritten in
+ * place), a durable sync writes the data and a journal commit with no
+ * block of its own; in one fresh from fallocate, every first write-back
+ * also converts extents.  So segments whose blocks are written come first
+ * (segment_score_locked).  The cache of a segment is built by writing
+ * zeros through the file, in writes of the folio size wanted (the page
+ * cache sizes a folio by the write that creates it), which reads nothing:
+ * always for small folios, and for large ones in written segments.  Large
+ * folios for unwritten segments are faulted in (zeros, no reads either),
+ * after dropping a cache of the other kind (its content is dead).
  *
  * Preparing = the advice, then a fault of every page now, in this thread,
  * so that the session bumping through it does not take the faults.
@@ -135,27 +194,39 @@ void sal_segment_prepare(sal_heap *h, uint64_t seg)
     int want = wanted_folios(h);
     uint64_t start = sal_segment_start(h, seg);
     char *addr = h->base + start;
-    int drop = 0;
-    if (g->folios != want) {
+    /* Small folios, and written blocks not known to be cached as wanted:
+     * build the cache by writing, which reads nothing and sets the folio
+     * size.  Else fault the segment in, after dropping a cache of the
+     * other kind (large folios for an unwritten segment). */
+    int fill = (want == 1 && g->folios != 1) || (g->disk_written && g->folios != want);
+    int convert = g->folios != want && g->folios != 0;
+    if (g->folios != want)
         (void)sal_os_advise_folios(addr, h->segment_bytes, want == 2);
-        drop = g->folios != 0 || want == 1;
-        g->folios = want;
-    }
-    if (!drop) {
+    g->folios = want;
+    if (!convert && !fill) {
         (void)sal_os_populate_write(addr, h->segment_bytes);
         return;
     }
-    /* The cache holds the other kind of folio: write it back, drop it and
-     * read the segment in again, in steps of one large folio, each after
-     * any durable flush in progress. */
+    /* In steps of one large folio, each after any durable flush in
+     * progress (a drop may write dirty pages back); small folios in
+     * smaller steps: writing them is CPU work in the file's page cache
+     * that a concurrent flush was measured to wait for (a 1.5 MB
+     * write-back took 5.5 ms instead of 1). */
+    uint64_t step = want == 2 ? SAL_PREPARE_STEP_BYTES : SAL_PREPARE_SMALL_STEP_BYTES;
+    uint64_t chunk = want == 2 ? SAL_PREPARE_STEP_BYTES : SAL_SMALL_FOLIO_BYTES;
     for (uint64_t off = 0; off < h->segment_bytes; off += SAL_PREPARE_STEP_BYTES) {
         uint64_t len = h->segment_bytes - off < SAL_PREPARE_STEP_BYTES
                            ? h->segment_bytes - off
                            : SAL_PREPARE_STEP_BYTES;
         wait_for_durable_flush(h);
         (void)sal_os_drop_cache(h->fd, addr + off, start + off, len);
-        wait_for_durable_flush(h);
-        (void)sal_os_populate_write(addr + off, len);
+        for (uint64_t o = off; o < off + len; o += step) {
+            uint64_t n = off + len - o < step ? off + len - o : step;
+            wait_for_durable_flush(h);
+            if (fill)
+                (void)sal_os_fill_cache(h->fd, start + o, n, n < chunk ? n : chunk);
+            (void)sal_os_populate_write(addr + o, n);
+        }
     }
 }
 
@@ -209,17 +280,63 @@ void sal_segments_reclaim(sal_heap *h)
     pthread_mutex_unlock(&h->seg_lock);
 }
 
+/* Whether a prepared segment can be used under the policy: one with small
+ * folios always can (it only costs a bulk writer some speed), one with
+ * large folios only under the large policy (each small commit in it
+ * would write 2 MiB). */
+static int ready_usable(int folios, int want)
+{
+    return folios == want || folios == 1;
+}
+
+/* The ready segment to take: one prepared for the policy in force, else
+ * one usable under it; ready_len if none. */
+static size_t ready_pick_locked(sal_heap *h, int want)
+{
+    size_t usable = h->ready_len;
+    for (size_t i = h->ready_len; i-- > 0;) {
+        int folios = h->segments[h->ready_segs[i]].folios;
+        if (folios == want)
+            return i;
+        if (usable == h->ready_len && ready_usable(folios, want))
+            usable = i;
+    }
+    return usable;
+}
+
+/* Ready segments that the policy cannot use go back to the free pool
+ * (they hold nothing): the best one is chosen again. */
+static void ready_return_stale_locked(sal_heap *h)
+{
+    int want = wanted_folios(h);
+    for (size_t i = h->ready_len; i-- > 0;) {
+        uint32_t seg = h->ready_segs[i];
+        if (ready_usable(h->segments[seg].folios, want))
+            continue;
+        h->ready_segs[i] = h->ready_segs[--h->ready_len];
+        segment_reset(&h->segments[seg], SEG_FREE);
+        h->free_segs[h->free_segs_len++] = seg;
+    }
+}
+
 int sal_segment_take(sal_heap *h, uint64_t *seg_out, uint64_t *start_used)
 {
     uint64_t seg;
     int err = 0;
     pthread_mutex_lock(&h->seg_lock);
     /* A partial arena whose folios suit the policy (a parked large one
-     * waits while small folios are wanted). */
+     * waits while small folios are wanted).  One with large folios comes
+     * after the ready segments: a commit since it was parked wrote back
+     * the folio it ended in, and making a clean 2 MiB folio writable again
+     * costs a fault per 4 KiB page, each over the whole folio (ext4's
+     * page_mkwrite): measured 5.7 ms for a session resuming such an
+     * arena. */
     int want = wanted_folios(h);
     size_t pick = h->partial_len;
     for (size_t i = h->partial_len; i-- > 0;) {
-        if (folios_suit(h->segments[h->partial_segs[i]].folios, want)) {
+        int folios = h->segments[h->partial_segs[i]].folios;
+        if (folios_suit(folios, want) &&
+            (folios != 2 || ready_pick_locked(h, want) == h->ready_len)) {
             pick = i;
             break;
         }
@@ -233,22 +350,23 @@ int sal_segment_take(sal_heap *h, uint64_t *seg_out, uint64_t *start_used)
         *seg_out = seg;
         return 0;
     }
-    if (h->ready_len > 0) {
-        seg = h->ready_segs[--h->ready_len];
+    /* A segment the provider prepared. */
+    size_t i = ready_pick_locked(h, want);
+    if (i < h->ready_len) {
+        seg = h->ready_segs[i];
+        h->ready_segs[i] = h->ready_segs[--h->ready_len];
         atomic_store(&h->segments[seg].state, SEG_ACTIVE);
         pthread_cond_broadcast(&h->seg_cond); /* the provider refills */
         pthread_mutex_unlock(&h->seg_lock);
-        /* Prepared before the folio policy changed: prepare it again. */
-        if (h->segments[seg].folios != wanted_folios(h))
-            sal_segment_prepare(h, seg);
         *seg_out = seg;
         *start_used = 0;
         return 0;
     }
     /* Nothing ready: prepare one here. */
     atomic_fetch_add(&h->alloc_waits, 1);
+    ready_return_stale_locked(h);
     reclaim_locked(h);
-    err = segment_pick_locked(h, &seg);
+    err = segment_pick_best_locked(h, 0, &seg);
     if (!err)
         segment_reset(&h->segments[seg], SEG_ACTIVE);
     pthread_cond_broadcast(&h->seg_cond);
@@ -377,6 +495,7 @@ static void *provider_main(void *arg)
     pthread_mutex_lock(&h->seg_lock);
     while (!h->provider_stop) {
         reclaim_locked(h);
+        ready_return_stale_locked(h);
         uint64_t written = atomic_load(&h->commit_epoch);
         if (written != released_at) {
             released_at = written;
@@ -387,7 +506,7 @@ static void *provider_main(void *arg)
         uint64_t seg;
         int err;
         if (h->ready_len < h->ready_target && !h->provider_error &&
-            (err = segment_pick_matching_locked(h, &seg)) != 1) {
+            (err = segment_pick_best_locked(h, 1, &seg)) != 1) {
             if (err) {
                 /* Out of space or full: sessions will get the error when
                  * they need a segment; retry after a pause. */
