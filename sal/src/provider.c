@@ -152,10 +152,11 @@ static void wait_for_durable_flush(sal_heap *h)
 #define SAL_PREPARE_SMALL_STEP_BYTES (64ull << 10)
 /* The small folio: the dirty unit of a commit under the small policy.
  * 4 KiB folios made a commit of 15 MB spend twice as long in write-back
- * as 2 MiB ones (about 4 us per folio); 64 KiB ones cost a small commit
- * 60 KiB more to write and a large one no more than 2 MiB folios
- * (W6: P = 100 000 went from 1.9x to 1.2-1.4x the peer's time). */
-#define SAL_SMALL_FOLIO_BYTES (64ull << 10)
+ * as 2 MiB ones (about 4 us per folio); 32 KiB ones cost a small commit
+ * 28 KiB more to write and a large one little more than 2 MiB folios
+ * (W6: P = 100 000 went from 1.9-2.4x to 1.3x the peer's time; 64 KiB
+ * measured the same within the noise, with twice the bytes for P = 1). */
+#define SAL_SMALL_FOLIO_BYTES (32ull << 10)
 
 /*
  * Folios.  On this kernel a file range faulted in with MADV_HUGEPAGE gets
@@ -164,10 +165,10 @@ static void wait_for_durable_flush(sal_heap *h)
  * session takes fewer TLB misses.  But the dirty unit is the folio: one new
  * object in a 2 MiB folio makes a durable sync write 2 MiB.  So the policy
  * follows the workload (h->small_folios): large folios from open, small
- * (64 KiB) ones after every commit that writes (sync.c; the arenas with
+ * (32 KiB) ones after every commit that writes (sync.c; the arenas with
  * large folios are parked on the partial list then), large again as soon
  * as a session fills half an arena between two commits (alloc.c).  A small
- * commit then writes 64 KiB folios, and bulk data still goes to large
+ * commit then writes 32 KiB folios, and bulk data still goes to large
  * folios after the first segment.
  *
  * Where the new objects land matters as much for small commits: in a
