@@ -214,11 +214,14 @@ struct sal_heap {
     int provider_error;                /* last preparation failure (errno) */
     int commit_in_flight;              /* between a cut and its commit's end:
                                           no segment is reclaimed */
+    uint64_t last_take_ns;             /* CLOCK_MONOTONIC when a session
+                                          last took a ready segment */
     _Atomic uint64_t alloc_waits;
     /* Folio policy for segments prepared from now on (see provider.c):
-     * 0 large (2 MiB) folios, 1 small (4 KiB). */
+     * 0 large (2 MiB) folios, 1 small (32 KiB). */
     _Atomic int small_folios;
-    _Atomic int durable_flushing;      /* a durable commit is writing */
+    _Atomic int commit_running;        /* a commit is between its start
+                                          and its end (sync.c) */
 
     /* sessions and sections */
     _Atomic uint64_t writer_mask;                  /* 64 allocating slots */
@@ -273,8 +276,9 @@ void sal_segment_release_arena(sal_heap *h, uint64_t seg, uint64_t used,
 void sal_segment_free_bytes(sal_heap *h, uint64_t seg, uint64_t bytes);
 /* Make sure table entries [0, index] are allocated on disk. */
 int sal_table_ensure(sal_heap *h, uint64_t index);
-/* Make sure `seg`'s page cache matches the folio policy, then fault it in. */
-void sal_segment_prepare(sal_heap *h, uint64_t seg);
+/* Make sure `seg`'s page cache matches the folio policy, then fault it in.
+ * by_provider: the provider thread, which pauses while a commit runs. */
+void sal_segment_prepare(sal_heap *h, uint64_t seg, int by_provider);
 /* Reclaim pending segments whose readers and commits are past. */
 void sal_segments_reclaim(sal_heap *h);
 /* A retired segment whose live bytes are zero becomes pending. */

@@ -372,6 +372,8 @@ void sal_pending_ids_handover(sal_session *s)
 int sal_commit(sal_heap *h, int mode, int clean, sal_id *roots_out)
 {
     cut c;
+    /* The provider pauses its preparations meanwhile (provider.c). */
+    atomic_store(&h->commit_running, 1);
     int err = cut_take(h, &c, mode, roots_out);
     if (err)
         goto done;
@@ -397,8 +399,6 @@ int sal_commit(sal_heap *h, int mode, int clean, sal_id *roots_out)
     /* (Mutants for testing the crash harnesses: SKIP_FLUSH never writes
      * the data, SLOT_FIRST writes it only after the slot.) */
 #if !defined(SAL_MUTANT_SKIP_FLUSH) && !defined(SAL_MUTANT_SLOT_FIRST)
-    if (mode == SAL_SYNC_DURABLE)
-        atomic_store(&h->durable_flushing, 1);
     /* The data and the records go to the device together: start the
      * write-back of every range, then wait for each.  The flush of the
      * records' pages below then makes all of it durable at once, before
@@ -464,7 +464,7 @@ int sal_commit(sal_heap *h, int mode, int clean, sal_id *roots_out)
         sal_segments_reclaim(h);
     }
 done:
-    atomic_store(&h->durable_flushing, 0);
+    atomic_store(&h->commit_running, 0);
     /* Segments may be reclaimed again (provider.c, reclaim_locked). */
     pthread_mutex_lock(&h->seg_lock);
     h->commit_in_flight = 0;
