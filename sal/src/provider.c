@@ -502,16 +502,19 @@ int sal_table_ensure(sal_heap *h, uint64_t index)
 
 /* How long the provider should wait before refilling the ready queue.
  * Preparing a segment is CPU work and page-cache traffic on the heap's
- * file, and a commit often follows the allocation that took a segment:
+ * file, and under the small folio policy (commits that write are
+ * frequent) a commit often follows the allocation that took a segment:
  * a conversion running during a durable sync was measured to add 0.3 to
- * 1 ms to it.  So while at most one segment is missing from the queue,
- * the provider waits until no session has taken one for
- * SAL_REFILL_QUIET_NS; a queue that runs lower is refilled at once. */
+ * 1 ms to it.  So then, while at most one segment is missing from the
+ * queue, the provider waits until no session has taken one for
+ * SAL_REFILL_QUIET_NS; a queue that runs lower is refilled at once, and
+ * bulk writing (large folios) is never made to wait. */
 #define SAL_REFILL_QUIET_NS 5000000ull
 
 static uint64_t refill_delay_ns_locked(const sal_heap *h)
 {
-    if (h->ready_len == 0 || h->ready_len + 1 < h->ready_target)
+    if (!atomic_load(&h->small_folios) || h->ready_len == 0 ||
+        h->ready_len + 1 < h->ready_target)
         return 0;
     uint64_t since = mono_ns() - h->last_take_ns;
     return since < SAL_REFILL_QUIET_NS ? SAL_REFILL_QUIET_NS - since : 0;
