@@ -276,6 +276,15 @@ static long apply_fixes(const char *path, const gc_report *r, FILE *out)
     return applied;
 }
 
+/* A check's report, as text or (--json) as JSON. */
+static void print_report(FILE *out, const gc_options *o, const gc_report *r)
+{
+    if (o->json)
+        gc_print_check_json(out, r);
+    else
+        gc_print_check(out, r, NULL);
+}
+
 /* After the library's repair: check, apply sal-gc's fixes, check again.
  * Returns the exit code. */
 static int finish(const char *path, const gc_options *o, FILE *out)
@@ -292,10 +301,7 @@ static int finish(const char *path, const gc_options *o, FILE *out)
         if (code == GC_EXIT_OPERATIONAL || r.nfixes == 0 ||
             r.cls[GC_UNCLEAN_SHUTDOWN].count) {
             fprintf(out, "  check after repair: damage remains\n");
-            if (o->json)
-                gc_print_check_json(out, &r);
-            else
-                gc_print_check(out, &r, NULL);
+            print_report(out, o, &r);
             gc_report_free(&r);
             return code == GC_EXIT_OPERATIONAL ? code : GC_EXIT_UNCORRECTED;
         }
@@ -311,7 +317,7 @@ static int finish(const char *path, const gc_options *o, FILE *out)
     int code = gc_check_path(path, o, &r);
     if (code != GC_EXIT_CLEAN) {
         fprintf(out, "  check after repair: damage remains\n");
-        gc_print_check(out, &r, NULL);
+        print_report(out, o, &r);
     }
     gc_report_free(&r);
     return code == GC_EXIT_CLEAN ? GC_EXIT_CORRECTED
@@ -381,10 +387,7 @@ int gc_repair_path(const char *path, const gc_options *o, const gc_repair_option
     if (rc != 0 || refuses) {
         /* Not a heap, unreadable, refused, or damaged past what the library
          * opens: the check says which. */
-        if (o->json)
-            gc_print_check_json(out, &meta);
-        else
-            gc_print_check(out, &meta, NULL);
+        print_report(out, o, &meta);
         int code = meta.op_error ? GC_EXIT_OPERATIONAL : GC_EXIT_UNCORRECTED;
         if (!meta.op_error)
             fprintf(out, "  repair cannot run: the library refuses this heap (sal-gc does not "
@@ -432,7 +435,7 @@ int gc_repair_path(const char *path, const gc_options *o, const gc_repair_option
     gc_report_init(&r, o);
     int code = gc_check_path(path, o, &r);
     if (code == GC_EXIT_OPERATIONAL) {
-        gc_print_check(out, &r, NULL);
+        print_report(out, o, &r);
         gc_report_free(&r);
         return code;
     }
@@ -441,10 +444,7 @@ int gc_repair_path(const char *path, const gc_options *o, const gc_repair_option
         gc_report_free(&r);
         return GC_EXIT_CLEAN;
     }
-    if (o->json)
-        gc_print_check_json(out, &r);
-    else
-        gc_print_check(out, &r, NULL);
+    print_report(out, o, &r);
     if (ro->dry_run) {
         library_dry_run(path, &r, out);
         fprintf(out, "  dry run: nothing written (exit 4: errors left uncorrected)\n");
