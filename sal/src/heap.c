@@ -326,6 +326,10 @@ static int heap_open_fd(int fd, const sal_options *opt, int writable,
         return SAL_ENOMEM;
     }
     h->fd = -1;
+    /* Unreadable: zeros, and no volatile commit is taken for this boot's. */
+    h->have_boot_id = sal_os_boot_id(h->boot_id) == 0;
+    if (!h->have_boot_id)
+        memset(h->boot_id, 0, sizeof h->boot_id);
     pthread_mutex_init(&h->table_lock, NULL);
     pthread_mutex_init(&h->free_ids_lock, NULL);
     pthread_mutex_init(&h->seg_lock, NULL);
@@ -368,9 +372,8 @@ static int heap_open_fd(int fd, const sal_options *opt, int writable,
     if (writable && (err = sal_table_ensure(h, slot.ids_high_water)))
         goto fail;
     if (recover) {
-        uint8_t boot[16];
-        int same_boot = !repair && sal_os_boot_id(boot) == 0 &&
-                        memcmp(boot, slot.boot_id, sizeof boot) == 0;
+        int same_boot = !repair && h->have_boot_id &&
+                        memcmp(h->boot_id, slot.boot_id, sizeof h->boot_id) == 0;
         if ((err = sal_recover(h, rec, same_boot, &h->recovery)))
             goto fail;
     }

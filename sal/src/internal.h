@@ -174,6 +174,10 @@ struct sal_heap {
     unsigned ready_target;
 
     /* commit state */
+    uint8_t boot_id[16];         /* this boot's, read once at open (a file
+                                    read per commit cost a durable sync of
+                                    one object about 10% of its time) */
+    int have_boot_id;            /* 0: unreadable, boot_id is zeros */
     sal_commit_slot committed;   /* the current slot's contents */
     unsigned durable_slot;       /* newest durable slot: 0 or 1 */
     unsigned volatile_slot;      /* newest volatile slot: 2 or 3 */
