@@ -87,7 +87,9 @@ if [ -f "$PEERS/Makefile" ] && [ -f "$PEERS/peer_alloc.c" ]; then
     mkdir -p "$PEERS_BIN"
     # Build out of tree (VPATH) so that the peers' directory stays untouched.
     for b in peer_alloc_glibc peer_alloc_jemalloc peer_alloc_mimalloc; do
-        make -s -C "$PEERS_BIN" -f "$PEERS/Makefile" VPATH="$PEERS" "$b" \
+        # -B: a binary already built beside the sources would otherwise
+        # satisfy the target through VPATH and nothing would land here.
+        make -s -B -C "$PEERS_BIN" -f "$PEERS/Makefile" VPATH="$PEERS" "$b" \
             >/dev/null 2>"$PEERS_BIN/$b.log" ||
             echo "run_alloc.sh: could not build $b (see $PEERS_BIN/$b.log)" >&2
     done
@@ -240,12 +242,14 @@ END {
         printf "| %s | %s | %s |\n", so[f], th[j], fmt(med("sal_t" th[j], so[f]))
     printf "\n| check | threads | result |\n|---|---|---|\n"
     for (j = 1; j <= nt; j++) {
-        t = th[j]; cs = med("sal_t" t, "checksum"); msg = ""
+        t = th[j]; cs = med("sal_t" t, "checksum"); msg = ""; compared = 0
         for (p = 1; p <= np; p++) {
             cp = med(peer[p] "_t" t, "checksum")
+            if (cp != "") compared++
             if (cp != "" && cs != "" && cp != cs) msg = msg " differs from " peer[p]
         }
         if (cs == "") msg = "sal did not run"
+        else if (compared == 0) msg = "no peer ran: nothing to compare"
         printf "| checksum | %s | %s |\n", t, msg == "" ? "same as every peer" : "**" msg "**"
     }
     printf "| failed runs | all | %d |\n", fails + 0
