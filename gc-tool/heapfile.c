@@ -114,6 +114,56 @@ static const char *slot_problem(const sal_commit_slot *s, const sal_superblock *
     return NULL;
 }
 
+/* Index of the slot the library would open (newest valid durable slot, or a
+ * newer valid volatile one written in this boot), or -1.  With r, notes the
+ * volatile slots of another boot that are passed over. */
+static int choose_slot(const sal_commit_slot *s, const int *valid, int boot_known,
+                       const uint8_t boot[16], gc_report *r)
+{
+    int pick = -1;
+    for (unsigned i = 0; i < 2; i++)
+        if (valid[i] && (pick < 0 || s[i].epoch > s[pick].epoch))
+            pick = (int)i;
+    if (pick < 0)
+        return -1;
+    int durable_pick = pick;
+    for (unsigned i = 2; i < SAL_SLOT_COUNT; i++) {
+        if (!valid[i] || s[i].epoch <= s[durable_pick].epoch)
+            continue;
+        if (boot_known && memcmp(s[i].boot_id, boot, 16) == 0) {
+            if (s[i].epoch > s[pick].epoch)
+                pick = (int)i;
+        } else if (r) {
+            r->slot_status[i] = GC_SLOT_OTHER_BOOT;
+            gc_note(r, "commit slot %u holds a protect/async commit (epoch %llu) written "
+                       "in another boot: not trusted after a reboot, its changes are "
+                       "lost (the crash contract); the durable commit is used",
+                    i, (unsigned long long)s[i].epoch);
+        }
+    }
+    return pick;
+}
+
+/* 1 if slot i's segment-table copy matches its checksum, 0 if not, -2 if it
+ * cannot be read (past the end of a truncated file: the library skips such
+ * a slot too), -1 out of memory (reported). */
+static int copy_intact(int fd, const sal_superblock *sb, const sal_commit_slot *s, unsigned i,
+                       gc_report *r)
+{
+    uint64_t n = s->segments_high_water;
+    if (n == 0)
+        return s->segtab_checksum == sal_crc32c(0, NULL, 0);
+    sal_segment_record *rec = calloc(n, sizeof *rec);
+    if (!rec) {
+        gc_op_error(r, "out of memory for %llu segment records", (unsigned long long)n);
+        return -1;
+    }
+    int err = sal_os_pread(fd, rec, n * sizeof *rec, sb->segtab_offset + (uint64_t)i * sb->segtab_bytes);
+    int intact = err ? -2 : sal_crc32c(0, rec, n * sizeof *rec) == s->segtab_checksum;
+    free(rec);
+    return intact;
+}
+
 static const char *kind_name(mode_t m)
 {
     if (S_ISDIR(m))
@@ -260,29 +310,32 @@ int gc_heapfile_open(const char *path, const gc_options *o, gc_report *r, gc_hea
         r->slot_status[i] = valid[i] ? GC_SLOT_VALID : GC_SLOT_INVALID;
         r->slot_epoch[i] = s[i].epoch;
     }
-    int pick = -1;
-    for (unsigned i = 0; i < 2; i++)
-        if (valid[i] && (pick < 0 || s[i].epoch > s[pick].epoch))
-            pick = (int)i;
     uint8_t boot[16];
     r->boot_known = gc_boot_id(boot) == 0;
-    if (pick >= 0) {
-        int durable_pick = pick;
-        for (unsigned i = 2; i < SAL_SLOT_COUNT; i++) {
-            if (!valid[i] || s[i].epoch <= s[durable_pick].epoch)
-                continue;
-            if (r->boot_known && memcmp(s[i].boot_id, boot, sizeof boot) == 0) {
-                if (s[i].epoch > s[pick].epoch)
-                    pick = (int)i;
-            } else {
-                r->slot_status[i] = GC_SLOT_OTHER_BOOT;
-                gc_note(r, "commit slot %u holds a protect/async commit (epoch %llu) written "
-                           "in another boot: not trusted after a reboot, its changes are "
-                           "lost (the crash contract); the durable commit is used",
-                        i, (unsigned long long)s[i].epoch);
-            }
-        }
+    /* The library's choice: the newest valid slot (a volatile one only from
+     * this boot) whose segment-table copy is intact.  A newer slot whose
+     * copy does not match it is a commit that did not complete (its flush
+     * failed, and the next commit rewrote the copy before its own slot):
+     * the library ignores it, and so it is reported and the next one
+     * taken. */
+    int pick;
+    for (;;) {
+        pick = choose_slot(s, valid, r->boot_known, boot, NULL);
+        if (pick < 0)
+            break;
+        int intact = copy_intact(fd, sb, &s[pick], (unsigned)pick, r);
+        if (intact == -1)
+            return -1;
+        if (intact == 1)
+            break;
+        valid[pick] = 0;
+        problem[pick] = intact == 0 ? "its segment-table copy does not match it (a commit "
+                                      "that did not complete)"
+                                    : "its segment-table copy cannot be read";
+        r->slot_status[pick] = GC_SLOT_INVALID;
     }
+    if (pick >= 0)
+        (void)choose_slot(s, valid, r->boot_known, boot, r); /* the notes, once */
     for (unsigned i = 0; i < SAL_SLOT_COUNT; i++) {
         if (r->slot_status[i] == GC_SLOT_INVALID)
             gc_damage(r, GC_HEADER_DAMAGE, "commit slot %u (%s, at offset %u): %s; the "

@@ -197,6 +197,40 @@ static void test_header_damage_slot(void **state)
     fx_done(&fx);
 }
 
+/* The newest durable slot intact but its segment-table copy not: what a
+ * commit leaves whose slot reached the disk although its flush failed, once
+ * the next commit has rewritten that copy and was cut short.  The library
+ * opens the slot before it; sal-gc must check that same commit (it used to
+ * report the heap as refused by the library), name the slot, and repair. */
+static void test_header_damage_slot_copy(void **state)
+{
+    fixture fx;
+    fx_build(state, &fx);
+    const char *p = fx.ctx->path;
+    TU_OK(tu_xor_byte(p, lay_record_off(&fx.l, 0) + offsetof(sal_segment_record, reserved), 0x40));
+    /* The library takes the other durable slot: an unclean commit (the one
+     * before the clean close), so a plain open asks for recovery. */
+    sal_options o = tu_small_options();
+    sal_heap *h = NULL;
+    assert_int_equal(sal_heap_open(p, &o, &h), SAL_EUNCLEAN);
+    gc_expect_damage(p, "header-damage", 0);
+    char *out = malloc(GC_OUT_BYTES);
+    assert_non_null(out);
+    int code = gc_run(out, GC_OUT_BYTES, "check", p);
+    GC_EXPECT(code, 4, out);
+    char want[96];
+    snprintf(want, sizeof want, "commit slot %u (durable", fx.l.slot_index);
+    if (!strstr(out, want) || !strstr(out, "segment-table copy does not match") ||
+        strstr(out, "library refuses")) {
+        fprintf(stderr, "%s\n", out);
+        fail_msg("sal-gc check does not report slot %u's copy as the library sees it",
+                 fx.l.slot_index);
+    }
+    free(out);
+    assert_int_equal(fx_repair_and_compare(&fx, 0, 0), 0);
+    fx_done(&fx);
+}
+
 /* A torn volatile slot (a protect-mode commit cut short). */
 static void test_header_damage_volatile_slot(void **state)
 {
@@ -391,6 +425,7 @@ int main(int argc, char **argv)
         TU_TEST(test_overlapping_same_header),
         TU_TEST(test_overlapping_inside),
         TU_TEST(test_header_damage_slot),
+        TU_TEST(test_header_damage_slot_copy),
         TU_TEST(test_header_damage_volatile_slot),
         TU_TEST(test_header_damage_dead_object),
         TU_TEST(test_header_damage_live_object),
