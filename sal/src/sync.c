@@ -252,10 +252,10 @@ static void cut_free(cut *c)
 }
 
 /* Start (async) or finish (durable) writing a range.  A durable commit
- * writes its data ranges and waits for them, and makes them durable with
- * one flush (the msync of the last range), then writes and flushes the
- * slot with its segment records: two device flushes per commit, whatever
- * the number of ranges. */
+ * writes its data ranges and waits for them, then makes everything durable
+ * with one flush (the msync of the segment records), then writes and
+ * flushes the slot: two device flushes per commit, whatever the number of
+ * ranges. */
 static int write_range(sal_heap *h, uint64_t offset, uint64_t length, int mode)
 {
     if (length == 0 || mode == SAL_SYNC_PROTECT)
@@ -276,8 +276,8 @@ static int flush_range(sal_heap *h, uint64_t offset, uint64_t length, int mode)
 
 /* Write the segment records into the copy that belongs to `target`,
  * touching only records that differ (an unchanged page stays clean and is
- * not written back).  *range_out gets the bytes that changed (length 0 if
- * none did). */
+ * not written back).  *range_out gets the bytes that changed (a page of
+ * them if none did: its flush is then only a barrier). */
 static void write_records(sal_heap *h, cut *c, unsigned target, range *range_out)
 {
     uint64_t n = c->slot.segments_high_water;
@@ -296,7 +296,7 @@ static void write_records(sal_heap *h, cut *c, unsigned target, range *range_out
     if (hi == 0)
         lo = hi = 0;
     range_out->offset = base + lo * sizeof *rec;
-    range_out->length = (hi - lo) * sizeof *rec;
+    range_out->length = hi > lo ? (hi - lo) * sizeof *rec : SAL_PAGE_BYTES;
 }
 
 /* Ids released after cut `tag` are reusable once commit tag+1 is written.
@@ -399,21 +399,24 @@ int sal_commit(sal_heap *h, int mode, int clean, sal_id *roots_out)
     /* (Mutants for testing the crash harnesses: SKIP_FLUSH never writes
      * the data, SLOT_FIRST writes it only after the slot.) */
 #if !defined(SAL_MUTANT_SKIP_FLUSH) && !defined(SAL_MUTANT_SLOT_FIRST)
-    /* The data first: start the write-back of every range but the last,
-     * wait for each, then write, wait for and (durable) flush the last in
-     * one call, which makes all of them durable before the slot that
-     * points at them is written.  A small commit has one range: one
-     * system call, as the peer's msync. */
+    /* The data and the records go to the device together: start the
+     * write-back of the records and of every range but the last (whose
+     * start and wait are one call: a small commit has one range, and a
+     * system call less is measurable there), then wait for each.  The
+     * flush of the records' pages below then makes all of it durable at
+     * once, before the slot that points at it is written. */
+    if (mode == SAL_SYNC_DURABLE &&
+        (err = sal_os_sync_file_range(h->fd, records.offset, records.length)))
+        goto done;
     for (size_t i = 0; mode == SAL_SYNC_DURABLE && i + 1 < c.nflush; i++)
         if ((err = sal_os_sync_file_range(h->fd, c.flush[i].offset, c.flush[i].length)))
             goto done;
-    for (size_t i = 0; i + 1 < c.nflush; i++)
+    for (size_t i = 0; i < c.nflush; i++)
         if ((err = write_range(h, c.flush[i].offset, c.flush[i].length, mode)))
             goto done;
-    if (c.nflush > 0 &&
-        (err = flush_range(h, c.flush[c.nflush - 1].offset, c.flush[c.nflush - 1].length, mode)))
-        goto done;
 #endif
+    if ((err = flush_range(h, records.offset, records.length, mode)))
+        goto done;
     if (clean) {
         /* A clean close vouches for the reference counts too. */
         uint64_t table_bytes = atomic_load(&h->table_ready_bytes);
@@ -431,17 +434,7 @@ int sal_commit(sal_heap *h, int mode, int clean, sal_id *roots_out)
     sal_slot_seal(s);
     char *slot_page = h->base + SAL_SLOT_OFFSET(target);
     memcpy(slot_page, s, sizeof *s);
-    /* Then the slot and its segment records, in one write and one flush:
-     * they lie in one span of the file (the slots, then the copies of the
-     * segment table; the pages between are clean or hold other slots and
-     * copies as they are on disk).  The records need not reach the disk
-     * before the slot: the slot names its copy's checksum, and open passes
-     * over a slot whose copy does not match (a power cut in between), for
-     * the other slot of its kind, which this commit did not touch. */
-    uint64_t slot_offset = (uint64_t)(slot_page - h->base);
-    uint64_t span_end = records.length ? records.offset + records.length
-                                       : slot_offset + SAL_PAGE_BYTES;
-    if ((err = flush_range(h, slot_offset, span_end - slot_offset, mode)))
+    if ((err = flush_range(h, (uint64_t)(slot_page - h->base), SAL_PAGE_BYTES, mode)))
         goto done;
 #ifdef SAL_MUTANT_SLOT_FIRST /* mutant: the slot made durable before the data */
     for (size_t i = 0; i < c.nflush; i++)
