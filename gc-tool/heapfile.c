@@ -144,23 +144,27 @@ static int choose_slot(const sal_commit_slot *s, const int *valid, int boot_know
     return pick;
 }
 
-/* 1 if slot i's segment-table copy matches its checksum, 0 if not, -2 if it
- * cannot be read (past the end of a truncated file: the library skips such
- * a slot too), -1 out of memory (reported). */
+/* 1 if slot i's segment-table copy matches its checksum (*rec_out then
+ * holds its records, at least one, for the caller to free), 0 if not, -2
+ * if it cannot be read (past the end of a truncated file: the library
+ * skips such a slot too), -1 out of memory (reported). */
 static int copy_intact(int fd, const sal_superblock *sb, const sal_commit_slot *s, unsigned i,
-                       gc_report *r)
+                       gc_report *r, sal_segment_record **rec_out)
 {
     uint64_t n = s->segments_high_water;
-    if (n == 0)
-        return s->segtab_checksum == sal_crc32c(0, NULL, 0);
-    sal_segment_record *rec = calloc(n, sizeof *rec);
+    sal_segment_record *rec = calloc(n ? n : 1, sizeof *rec);
     if (!rec) {
         gc_op_error(r, "out of memory for %llu segment records", (unsigned long long)n);
         return -1;
     }
-    int err = sal_os_pread(fd, rec, n * sizeof *rec, sb->segtab_offset + (uint64_t)i * sb->segtab_bytes);
+    int err = n ? sal_os_pread(fd, rec, n * sizeof *rec,
+                               sb->segtab_offset + (uint64_t)i * sb->segtab_bytes)
+                : 0;
     int intact = err ? -2 : sal_crc32c(0, rec, n * sizeof *rec) == s->segtab_checksum;
-    free(rec);
+    if (intact == 1)
+        *rec_out = rec;
+    else
+        free(rec);
     return intact;
 }
 
@@ -323,7 +327,7 @@ int gc_heapfile_open(const char *path, const gc_options *o, gc_report *r, gc_hea
         pick = choose_slot(s, valid, r->boot_known, boot, NULL);
         if (pick < 0)
             break;
-        int intact = copy_intact(fd, sb, &s[pick], (unsigned)pick, r);
+        int intact = copy_intact(fd, sb, &s[pick], (unsigned)pick, r, &hf->rec);
         if (intact == -1)
             return -1;
         if (intact == 1)
@@ -389,25 +393,13 @@ int gc_heapfile_open(const char *path, const gc_options *o, gc_report *r, gc_hea
         return -1;
     }
 
-    /* The current slot's copy of the segment table. */
+    /* The current slot's copy of the segment table: read and found intact
+     * when the slot was picked. */
     uint64_t n = hf->nseg;
-    hf->rec = calloc(n ? n : 1, sizeof *hf->rec);
     hf->rec_raw = calloc(n ? n : 1, sizeof *hf->rec_raw);
-    if (!hf->rec || !hf->rec_raw) {
+    if (!hf->rec_raw) {
         gc_op_error(r, "out of memory for %llu segment records", (unsigned long long)n);
         return -1;
-    }
-    uint64_t segtab = sb->segtab_offset + (uint64_t)pick * sb->segtab_bytes;
-    if (n && (err = sal_os_pread(fd, hf->rec, n * sizeof *hf->rec, segtab))) {
-        gc_op_error(r, "cannot read the segment table: %s", strerror(err));
-        return -1;
-    }
-    if (sal_crc32c(0, hf->rec, n * sizeof *hf->rec) != s[pick].segtab_checksum) {
-        gc_damage(r, GC_HEADER_DAMAGE, "segment table copy %u (at offset %llu): checksum "
-                  "mismatch with commit slot %u (the library refuses this heap; the "
-                  "records are used as they are)",
-                  pick, (unsigned long long)segtab, pick);
-        hf->library_refuses = 1;
     }
     memcpy(hf->rec_raw, hf->rec, (n ? n : 1) * sizeof *hf->rec);
     for (uint64_t i = 0; i < n; i++) {

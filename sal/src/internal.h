@@ -174,9 +174,7 @@ struct sal_heap {
     unsigned ready_target;
 
     /* commit state */
-    uint8_t boot_id[16];         /* this boot's, read once at open (a file
-                                    read per commit cost a durable sync of
-                                    one object about 10% of its time) */
+    uint8_t boot_id[16];         /* this boot's, read once at open */
     int have_boot_id;            /* 0: unreadable, boot_id is zeros */
     sal_commit_slot committed;   /* the current slot's contents */
     unsigned durable_slot;       /* newest durable slot: 0 or 1 */

@@ -556,6 +556,7 @@ int sal_os_boot_id(uint8_t out[16])
     }
 #endif
     /* "xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx\n": 32 hex digits. */
+    memset(out, 0, 16); /* zeros on failure too */
     char text[64];
     int fd = open("/proc/sys/kernel/random/boot_id", O_RDONLY | O_CLOEXEC);
     if (fd < 0)
@@ -564,7 +565,6 @@ int sal_os_boot_id(uint8_t out[16])
     close(fd);
     if (n <= 0)
         return EIO;
-    memset(out, 0, 16);
     unsigned digits = 0;
     for (ssize_t i = 0; i < n && digits < 32; i++) {
         char ch = text[i];

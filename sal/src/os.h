@@ -100,7 +100,7 @@ int sal_os_random(void *buf, size_t len);
 /* The kernel's boot id (changes at every boot): a volatile commit is
  * trusted only in the boot that wrote it.  Test builds can pretend a
  * reboot with sal_os_boot_id_override (NULL: back to the real one). */
-int sal_os_boot_id(uint8_t out[16]);
+int sal_os_boot_id(uint8_t out[16]); /* out: zeros if it fails */
 void sal_os_boot_id_override(const uint8_t *id);
 
 #endif
