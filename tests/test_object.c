@@ -502,6 +502,91 @@ static void ids_bounded_cross_session(void **state)
     tu_close_all(h, a);
 }
 
+/* A mass release of committed objects.  Its ids are not handed out again
+ * before a commit that no longer names them (crash rule 2), and after that
+ * commit all of them come back, moved to the free pool in chunks by the
+ * background thread (ready_segments > 0) or by the commit itself (0).
+ * The release is larger than a session's hand-over batch and than one
+ * chunk of the move, so that both paths run more than once. */
+static void mass_release_committed(tu_ctx *c, unsigned ready_segments)
+{
+    sal_options o = tu_small_options();
+    o.ready_segments = ready_segments;
+    sal_heap *h;
+    sal_session *s;
+    TU_OK(sal_heap_create(c->path, &o, &h));
+    TU_OK(sal_session_open(h, &s));
+    const uint32_t n = 200000;
+    sal_id *ids = calloc(n, sizeof *ids), *more = calloc(n, sizeof *more);
+    uint8_t *released = calloc(o.max_objects, 1); /* by table index */
+    assert_true(ids && more && released);
+    void *p;
+
+    TU_OK(sal_write_begin(s));
+    for (uint32_t i = 0; i < n; i++)
+        TU_OK(sal_alloc(s, 16, 0, 0, &ids[i], &p));
+    TU_OK(sal_write_end(s));
+    TU_OK(sal_sync(h, SAL_SYNC_PROTECT));
+    for (uint32_t i = 0; i < n; i++) {
+        TU_OK(sal_release(s, ids[i]));
+        released[tu_index(ids[i])] = 1;
+    }
+    sal_heap_stats st = tu_stats(h);
+    if (st.ids_pending < n / 2)
+        fail_msg("ids_pending %" PRIu64 " after releasing %u committed objects",
+                 st.ids_pending, n);
+
+    /* No commit since the release: every new id is a fresh one. */
+    TU_OK(sal_write_begin(s));
+    for (uint32_t i = 0; i < n; i++) {
+        TU_OK(sal_alloc(s, 16, 0, 0, &more[i], &p));
+        if (released[tu_index(more[i])])
+            fail_msg("id index %u handed out again before a commit", tu_index(more[i]));
+    }
+    TU_OK(sal_write_end(s));
+
+    TU_OK(sal_sync(h, SAL_SYNC_PROTECT));
+    for (int waited_ms = 0; (st = tu_stats(h)).ids_pending > 0; waited_ms++) {
+        if (waited_ms == 10000)
+            fail_msg("ids_pending still %" PRIu64 " 10 s after the commit", st.ids_pending);
+        nanosleep(&(struct timespec){0, 1000000}, NULL);
+    }
+    /* Now the released ids come back: n more objects grow the table by
+     * at most what the session still held (its last batch). */
+    uint64_t hw = st.ids_high_water, reused = 0;
+    TU_OK(sal_write_begin(s));
+    for (uint32_t i = 0; i < n; i++) {
+        TU_OK(sal_alloc(s, 16, 0, 0, &ids[i], &p));
+        *(uint64_t *)p = i;
+        reused += released[tu_index(ids[i])];
+    }
+    TU_OK(sal_write_end(s));
+    st = tu_stats(h);
+    print_message("mass_release_committed (ready_segments %u): %" PRIu64 " of %u ids reused, "
+                  "ids_high_water %" PRIu64 " -> %" PRIu64 "\n",
+                  ready_segments, reused, n, hw, st.ids_high_water);
+    if (reused < n / 2 || st.ids_high_water > hw + n / 2)
+        fail_msg("%" PRIu64 " of %u released ids reused, ids_high_water %" PRIu64 " -> %" PRIu64,
+                 reused, n, hw, st.ids_high_water);
+    TU_OK(sal_write_begin(s));
+    for (uint32_t i = 0; i < n; i++) {
+        const void *q;
+        TU_OK(sal_read(s, ids[i], &q));
+        assert_int_equal(*(const uint64_t *)q, i);
+        TU_OK(sal_release(s, ids[i]));
+        TU_OK(sal_release(s, more[i]));
+    }
+    TU_OK(sal_write_end(s));
+    assert_int_equal(tu_stats(h).live_objects, 0);
+    free(ids);
+    free(more);
+    free(released);
+    tu_close_all(h, s);
+}
+
+static void mass_release_by_provider(void **state) { mass_release_committed(*state, 4); }
+static void mass_release_by_commit(void **state) { mass_release_committed(*state, 0); }
+
 /* Space of released (never committed) objects is reused: whole segments
  * whose objects all died go back to the pool, so rounds of allocating and
  * freeing several segments' worth do not grow the file. */
@@ -764,6 +849,8 @@ int main(int argc, char **argv)
         TU_TEST(stale_committed),
         TU_TEST(ids_bounded_rounds),
         TU_TEST(ids_bounded_cross_session),
+        TU_TEST(mass_release_by_provider),
+        TU_TEST(mass_release_by_commit),
         TU_TEST(space_reused_after_release),
         TU_TEST(chain_10m),
         TU_TEST(chain_spine_and_fan),

@@ -495,6 +495,11 @@ typedef struct sal_heap_stats {
     uint64_t segments_recycled;  /* times a session took one of them and
                                     filled its holes: dead space reused in
                                     place instead of growing the file */
+    uint64_t ids_pending;        /* released ids the heap holds back until
+                                    a commit makes their reuse safe, or
+                                    that the background thread is moving
+                                    to the free pool (ids still in a
+                                    session's own batch are not counted) */
 } sal_heap_stats;
 
 SAL_API int sal_heap_stats_get(sal_heap *heap, sal_heap_stats *out);

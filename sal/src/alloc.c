@@ -66,6 +66,11 @@ void sal_id_recycle(sal_session *s, sal_id id, int committed)
         s->pending_cut = cut;
         /* On ENOMEM the id is only lost until the next open. */
         (void)sal_id_vec_push(&s->pending_ids, next);
+        /* A mass release hands its ids over as it goes: the heap can
+         * free them after the next commit while this session idles, and
+         * no later call pays for moving millions at once. */
+        if (s->pending_ids.len >= SAL_ID_HANDOVER_BATCH)
+            sal_pending_ids_handover(s);
         return;
     }
     if (s->free_len == s->free_cap)

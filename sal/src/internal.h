@@ -36,6 +36,9 @@
 /* A session's private free-id stack spills half to the shared pool above
  * this many entries, so ids released by one thread reach the others. */
 #define SAL_ID_LOCAL_MAX 8192u
+/* A session hands its released committed ids (reusable after the next
+ * commit) to the heap when the cut changes, or when it holds this many. */
+#define SAL_ID_HANDOVER_BATCH 65536u
 
 /* Internal threads (provider, and later the compactor) have their own
  * section slots after the users'. */
@@ -189,6 +192,7 @@ struct sal_heap {
     pthread_mutex_t pending_lock;
     sal_pending_id *pending_ids;       /* committed ids awaiting a commit */
     size_t pending_ids_len, pending_ids_cap;
+    _Atomic size_t pending_ids_moving; /* taken by a release, not moved yet */
 
     /* roots (the live table; committed copies live in the commit slot) */
     _Atomic sal_id roots[SAL_ROOT_COUNT];
@@ -281,6 +285,9 @@ int sal_table_ensure(sal_heap *h, uint64_t index);
 /* Make sure `seg`'s page cache matches the folio policy, then fault it in.
  * by_provider: the provider thread, which pauses while a commit runs. */
 void sal_segment_prepare(sal_heap *h, uint64_t seg, int by_provider);
+/* Background work pauses here while a commit runs: it would compete with
+ * the commit's flush for the page cache, the CPU and memory. */
+void sal_provider_wait_for_commit(sal_heap *h);
 /* Reclaim pending segments whose readers and commits are past. */
 void sal_segments_reclaim(sal_heap *h);
 /* A retired segment whose live bytes are zero becomes pending. */
@@ -361,8 +368,9 @@ uint64_t sal_now_unix_ns(void);
 /* Cut, flush per mode, write the next commit slot.  Caller holds
  * sync_lock.  clean = 1 only at close. */
 int sal_commit(sal_heap *h, int mode, int clean, sal_id *roots_out);
-/* Move the ids whose commit has been written to the free pool. */
-void sal_pending_ids_release(sal_heap *h);
+/* Move the ids whose commit has been written to the free pool, in chunks
+ * (by_provider: pausing between them while a commit runs). */
+void sal_pending_ids_release(sal_heap *h, int by_provider);
 /* Hand a session's batch of pending ids to the heap. */
 void sal_pending_ids_handover(sal_session *s);
 /* Wait while a cut is in progress (write_begin). */

@@ -153,10 +153,16 @@ static void segment_reset(sal_segment *g, int state)
  * file, and a fault holds the mapping's lock for reading, which the
  * commit's mprotect waits for (a 64 KiB step made one wait 0.33 ms).
  * So each step of a preparation starts only while no commit runs. */
+void sal_provider_wait_for_commit(sal_heap *h)
+{
+    while (atomic_load(&h->commit_running))
+        nanosleep(&(struct timespec){0, 200000}, NULL);
+}
+
 static void wait_for_commit(sal_heap *h, int by_provider)
 {
-    while (by_provider && atomic_load(&h->commit_running))
-        nanosleep(&(struct timespec){0, 200000}, NULL);
+    if (by_provider)
+        sal_provider_wait_for_commit(h);
 }
 
 #define SAL_PREPARE_STEP_BYTES (2ull << 20)
@@ -547,7 +553,7 @@ static void *provider_main(void *arg)
         if (written != released_at) {
             released_at = written;
             pthread_mutex_unlock(&h->seg_lock);
-            sal_pending_ids_release(h);
+            sal_pending_ids_release(h, 1);
             pthread_mutex_lock(&h->seg_lock);
         }
         uint64_t seg, delay = refill_delay_ns_locked(h);

@@ -23,6 +23,10 @@ int sal_heap_stats_get(sal_heap *h, sal_heap_stats *out)
     out->commit_epoch = atomic_load(&h->commit_epoch);
     out->segments_recycled = atomic_load(&h->segments_recycled);
 
+    pthread_mutex_lock(&h->pending_lock);
+    out->ids_pending = h->pending_ids_len + atomic_load(&h->pending_ids_moving);
+    pthread_mutex_unlock(&h->pending_lock);
+
     pthread_mutex_lock(&h->seg_lock);
     for (uint64_t i = 0; i < h->segments_high_water; i++) {
         int st = atomic_load(&h->segments[i].state);
