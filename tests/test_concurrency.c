@@ -12,11 +12,16 @@
  *             take fresh snapshots and check that each is consistent.
  * refcount_storm        16 threads retain/release/copy the same objects.
  * cross_thread_release  objects made by some threads, freed by others.
+ * held_ids_*  committed objects released and ids reused while another
+ *             thread commits: no held-back id comes back before the
+ *             commit after its release is written (crash rule 2).
  *
  * Sanitizer builds run fewer objects per thread (SAL_TEST_SCALE=1 restores
  * the full numbers).
  */
 #include "test_util.h"
+
+#include "internal.h" /* the cut epoch, to check when a held-back id may return */
 
 #define NTHREADS SAL_MAX_SESSIONS
 #define WINDOW 48
@@ -1030,6 +1035,131 @@ static void cross_thread_release(void **state)
     free(x);
 }
 
+/* ---------------------------------------------------------------------
+ * Held-back ids under concurrent commits
+ *
+ * A committed object released after cut T keeps its id out of use until
+ * commit T + 1 is written.  Here one thread releases committed objects
+ * (more than a session's hand-over batch at a time) and allocates again,
+ * while another commits in a loop, so that hand-overs, the move to the
+ * free pool (by the provider, or by the commit itself) and commits all
+ * overlap.  The cut epoch is read inside the releasing write section,
+ * where no cut can happen; an id whose index was held back must find the
+ * commit epoch past that cut once its allocation returns.
+ * --------------------------------------------------------------------- */
+typedef struct held_ctx {
+    sal_heap *heap;
+    _Atomic int stop;
+    _Atomic uint64_t syncs;
+    int err;
+} held_ctx;
+
+static void *held_syncer(void *arg)
+{
+    held_ctx *x = arg;
+    uint64_t rng = tu_seed() ^ 0x9e3779b97f4a7c15ull;
+    while (!atomic_load(&x->stop)) {
+        int mode = tu_rand_below(&rng, 4) == 0 ? SAL_SYNC_DURABLE : SAL_SYNC_PROTECT;
+        int err = sal_sync(x->heap, mode);
+        if (err) {
+            x->err = err;
+            break;
+        }
+        atomic_fetch_add(&x->syncs, 1);
+        unsigned us = (unsigned)tu_rand_below(&rng, 300);
+        if (us)
+            usleep(us);
+    }
+    return NULL;
+}
+
+/* Section of `i` in a loop over objects: a new one every 4096, so that
+ * commits fall between them. */
+static void held_section_tick(sal_session *s, uint32_t i)
+{
+    if (i % 4096 == 0) {
+        if (i)
+            TU_OK(sal_write_end(s));
+        TU_OK(sal_write_begin(s));
+    }
+}
+
+static void held_ids_check(tu_ctx *c, unsigned ready_segments)
+{
+    sal_options o = tu_small_options();
+    o.ready_segments = ready_segments;
+    held_ctx x = {0};
+    sal_session *s;
+    TU_OK(sal_heap_create(c->path, &o, &x.heap));
+    sal_heap *h = x.heap;
+    TU_OK(sal_session_open(h, &s));
+    const uint32_t n = (uint32_t)tu_scaled(140000, 2); /* > 64 Ki even under TSan */
+    const int rounds = TU_TSAN ? 3 : 8;
+    sal_id *ids = calloc(n, sizeof *ids);
+    uint64_t *held_after = calloc(o.max_objects, sizeof *held_after); /* cut + 1 */
+    assert_true(ids && held_after);
+    void *p;
+    for (uint32_t i = 0; i < n; i++) {
+        held_section_tick(s, i);
+        TU_OK(sal_alloc(s, 16 + i % 64, 0, 0, &ids[i], &p));
+    }
+    TU_OK(sal_write_end(s));
+
+    pthread_t syncer;
+    assert_int_equal(pthread_create(&syncer, NULL, held_syncer, &x), 0);
+    uint64_t held = 0, reused = 0, early = 0;
+    for (int r = 0; r < rounds; r++) {
+        for (uint32_t i = 0; i < n; i++) {
+            held_section_tick(s, i);
+            sal_object_info info;
+            TU_OK(sal_info(s, ids[i], &info));
+            uint64_t cut = atomic_load(&h->cut_epoch);
+            TU_OK(sal_release(s, ids[i]));
+            if (info.committed) {
+                held_after[tu_index(ids[i])] = cut + 1;
+                held++;
+            }
+        }
+        TU_OK(sal_write_end(s));
+        for (uint32_t i = 0; i < n; i++) {
+            held_section_tick(s, i);
+            TU_OK(sal_alloc(s, 16 + i % 64, 0, 0, &ids[i], &p));
+            *(uint64_t *)p = i;
+            uint64_t need = held_after[tu_index(ids[i])];
+            if (need) {
+                uint64_t written = atomic_load(&h->commit_epoch);
+                if (written < need && early++ == 0)
+                    print_message("id index %u reused with commit epoch %" PRIu64
+                                  ", released after cut %" PRIu64 "\n",
+                                  tu_index(ids[i]), written, need - 1);
+                held_after[tu_index(ids[i])] = 0;
+                reused++;
+            }
+        }
+        TU_OK(sal_write_end(s));
+    }
+    atomic_store(&x.stop, 1);
+    pthread_join(syncer, NULL);
+    TU_OK(x.err);
+    print_message("held_ids (ready_segments %u): %d rounds of %u, %" PRIu64 " commits, %" PRIu64
+                  " ids held back, %" PRIu64 " of them reused, %" PRIu64 " too early\n",
+                  ready_segments, rounds, n, atomic_load(&x.syncs), held, reused, early);
+    if (early)
+        fail_msg("%" PRIu64 " held-back ids reused before the commit after their release", early);
+    if (reused == 0)
+        fail_msg("no held-back id was reused: the test did not test it");
+    TU_OK(sal_write_begin(s));
+    for (uint32_t i = 0; i < n; i++)
+        TU_OK(sal_release(s, ids[i]));
+    TU_OK(sal_write_end(s));
+    free(ids);
+    free(held_after);
+    tu_close_all(h, s);
+}
+
+static void held_ids_by_provider(void **state) { held_ids_check(*state, 4); }
+static void held_ids_by_commit(void **state) { held_ids_check(*state, 0); }
+
 int main(int argc, char **argv)
 {
     tu_init(argc, argv);
@@ -1039,6 +1169,8 @@ int main(int argc, char **argv)
         TU_TEST(snapshot_reader_vs_writer),
         TU_TEST(refcount_storm),
         TU_TEST(cross_thread_release),
+        TU_TEST(held_ids_by_provider),
+        TU_TEST(held_ids_by_commit),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -323,14 +323,52 @@ static int pool_reserve_locked(sal_id_vec *pool, size_t more)
     return 0;
 }
 
+/* Put `rest` entries of a taken list back, with what sessions handed over
+ * meanwhile; called with pending_lock held.  The entries end up in the
+ * buffer of larger capacity and the other is returned to be freed outside
+ * the lock: freeing a large one (a mass release leaves one of 100 MB)
+ * unmaps it, which holds the lock on the process's mappings that a
+ * commit's mprotect waits for (6-9 ms were measured).  Only the other
+ * side's entries are copied.  If no buffer can hold both, the taken
+ * entries are dropped: their ids stay free in the table until the next
+ * open finds them, as when a hand-over finds no memory. */
+static sal_pending_id *pending_put_back_locked(sal_heap *h, sal_pending_id *list, size_t rest,
+                                               size_t cap)
+{
+    sal_pending_id *other = h->pending_ids;
+    size_t other_len = h->pending_ids_len, total = rest + other_len;
+    if (cap >= h->pending_ids_cap && total <= cap) {
+        if (other_len > 0)
+            memcpy(list + rest, other, other_len * sizeof *list);
+        h->pending_ids = list;
+        h->pending_ids_len = total;
+        h->pending_ids_cap = cap;
+        return other;
+    }
+    if (rest == 0)
+        return list;
+    if (total > h->pending_ids_cap) {
+        sal_pending_id *p = realloc(other, total * sizeof *p);
+        if (!p)
+            return list;
+        h->pending_ids = other = p;
+        h->pending_ids_cap = total;
+    }
+    memcpy(other + other_len, list, rest * sizeof *list);
+    h->pending_ids_len = total;
+    return list;
+}
+
 /* Ids released after cut `tag` are reusable once commit tag+1 is written.
  * Run by the provider thread (a mass release can leave millions to move),
  * or by the commit itself when there is no provider.
  *
  * The list is taken whole, so that sessions hand over into a new one
- * meanwhile; the ready ids move to the pool in chunks, the provider
- * pausing between chunks while a commit runs; what is not ready (or not
- * moved for lack of memory) goes back to the list. */
+ * meanwhile.  The ready entries go to its end and move to the pool from
+ * there in chunks, so that what stays (the rest) is the list's start.
+ * The provider pauses between chunks while a commit runs, unless the pool
+ * is short of ids: a session that finds it empty takes fresh ids from the
+ * table, which then grows for good. */
 void sal_pending_ids_release(sal_heap *h, int by_provider)
 {
     uint64_t written = atomic_load(&h->commit_epoch);
@@ -342,14 +380,14 @@ void sal_pending_ids_release(sal_heap *h, int by_provider)
     atomic_store(&h->pending_ids_moving, len);
     pthread_mutex_unlock(&h->pending_lock);
 
-    size_t ready = 0; /* the ready entries to the front */
+    size_t keep = 0; /* entries not ready yet to the front */
     for (size_t i = 0; i < len; i++)
-        if (list[i].tag < written) {
+        if (list[i].tag >= written) {
             sal_pending_id p = list[i];
-            list[i] = list[ready];
-            list[ready++] = p;
+            list[i] = list[keep];
+            list[keep++] = p;
         }
-    size_t moved = 0;
+    size_t ready = len - keep, moved = 0;
     if (ready > 0) {
         pthread_mutex_lock(&h->free_ids_lock);
         int err = pool_reserve_locked(&h->free_ids, ready);
@@ -357,55 +395,29 @@ void sal_pending_ids_release(sal_heap *h, int by_provider)
         while (!err && moved < ready) {
             size_t n = ready - moved < SAL_ID_RELEASE_CHUNK ? ready - moved
                                                             : SAL_ID_RELEASE_CHUNK;
+            const sal_pending_id *from = list + len - moved - n;
+            size_t pool_len = 0;
             pthread_mutex_lock(&h->free_ids_lock);
             /* Sessions may have pushed ids of their own meanwhile. */
             if ((err = pool_reserve_locked(&h->free_ids, n)) == 0) {
                 sal_id_vec *pool = &h->free_ids;
                 for (size_t i = 0; i < n; i++)
-                    pool->ids[pool->len++] = list[moved + i].next_id;
+                    pool->ids[pool->len++] = from[i].next_id;
+                pool_len = pool->len;
                 moved += n;
                 atomic_fetch_sub(&h->pending_ids_moving, n);
             }
             pthread_mutex_unlock(&h->free_ids_lock);
-            if (by_provider && moved < ready)
+            if (by_provider && moved < ready && pool_len >= 2 * SAL_ID_RELEASE_CHUNK)
                 sal_provider_wait_for_commit(h);
         }
     }
 
-    /* Put back what stays pending, with what was handed over since, in
-     * the larger of the two buffers, and free the smaller: freeing a large
-     * one (a mass release leaves one of 100 MB) unmaps it, which holds
-     * the lock on the process's mappings that a commit's mprotect waits
-     * for (6-9 ms were measured). */
-    size_t rest = len - moved;
     pthread_mutex_lock(&h->pending_lock);
     atomic_store(&h->pending_ids_moving, 0);
-    size_t total = rest + h->pending_ids_len;
-    if (cap >= h->pending_ids_cap && total <= cap) {
-        if (rest > 0)
-            memmove(list, list + moved, rest * sizeof *list);
-        if (h->pending_ids_len > 0)
-            memcpy(list + rest, h->pending_ids, h->pending_ids_len * sizeof *list);
-        sal_pending_id *smaller = h->pending_ids;
-        h->pending_ids = list;
-        h->pending_ids_len = total;
-        h->pending_ids_cap = cap;
-        list = smaller;
-    } else if (rest > 0) {
-        sal_pending_id *p = h->pending_ids;
-        if (total > h->pending_ids_cap && (p = realloc(p, total * sizeof *p)) != NULL) {
-            h->pending_ids = p;
-            h->pending_ids_cap = total;
-        }
-        if (p) {
-            memcpy(p + h->pending_ids_len, list + moved, rest * sizeof *p);
-            h->pending_ids_len = total;
-        }
-        /* else: the ids stay free in the table, and the next open finds
-         * them (as when a handover finds no memory). */
-    }
+    sal_pending_id *spare = pending_put_back_locked(h, list, len - moved, cap);
     pthread_mutex_unlock(&h->pending_lock);
-    free(list);
+    free(spare);
 }
 
 void sal_pending_ids_handover(sal_session *s)
