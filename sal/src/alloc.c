@@ -50,14 +50,11 @@ void sal_session_flush_ids(sal_session *s)
     s->id_next = s->id_end = 0;
 }
 
-/* Give a dead object's id back.  An id that the last commit references is
- * held back until the next commit (crash rule 2). */
-void sal_id_recycle(sal_session *s, sal_id id, int committed)
+/* The slow part of sal_id_recycle (internal.h): an id that the last
+ * commit references is held back until the next commit (crash rule 2);
+ * a full private stack spills half first. */
+void sal_id_recycle_slow(sal_session *s, sal_id next, int committed)
 {
-    sal_id next = sal_id_make(sal_id_index(id), sal_id_gen(id) + 1);
-#ifdef SAL_MUTANT_REUSE_ID /* mutant: a committed id reused at once */
-    committed = 0;
-#endif
     if (committed) {
         /* Batched per cut: a batch goes to the heap when the cut changes. */
         uint64_t cut = atomic_load_explicit(&s->heap->cut_epoch, memory_order_acquire);
@@ -189,8 +186,9 @@ static int alloc_misuse(sal_session *s, uint64_t size, unsigned nrefs,
     return 0;
 }
 
-int sal_alloc_raw(sal_session *s, uint64_t size, unsigned nrefs, unsigned type,
-                  sal_id *id_out, sal_object_header **hdr_out)
+static inline __attribute__((always_inline)) int
+alloc_raw(sal_session *s, uint64_t size, unsigned nrefs, unsigned type, sal_id *id_out,
+          sal_object_header **hdr_out)
 {
     sal_heap *h = s->heap;
     uint64_t span = sal_object_span(size);
@@ -247,6 +245,12 @@ int sal_alloc_raw(sal_session *s, uint64_t size, unsigned nrefs, unsigned type,
     return 0;
 }
 
+int sal_alloc_raw(sal_session *s, uint64_t size, unsigned nrefs, unsigned type,
+                  sal_id *id_out, sal_object_header **hdr_out)
+{
+    return alloc_raw(s, size, nrefs, type, id_out, hdr_out);
+}
+
 int sal_alloc(sal_session *s, size_t size_bytes, unsigned nrefs, unsigned type,
               sal_id *id_out, void **ptr_out)
 {
@@ -266,7 +270,7 @@ int sal_alloc(sal_session *s, size_t size_bytes, unsigned nrefs, unsigned type,
     if (__builtin_expect(size_bytes > s->heap->segment_bytes - sizeof(sal_object_header), 0))
         return SAL_ETOOBIG;
     sal_object_header *hdr;
-    int err = sal_alloc_raw(s, size_bytes, nrefs, type, id_out, &hdr);
+    int err = alloc_raw(s, size_bytes, nrefs, type, id_out, &hdr);
     if (err)
         return err;
     *ptr_out = hdr + 1;

@@ -278,8 +278,8 @@ int sal_segment_take(sal_heap *h, uint64_t *seg_out, uint64_t *start_used);
  * session closed) or retire it (it is full). */
 void sal_segment_release_arena(sal_heap *h, uint64_t seg, uint64_t used,
                                int64_t allocated_bytes, int keep_partial);
-/* `bytes` of objects in `seg` died. */
-void sal_segment_free_bytes(sal_heap *h, uint64_t seg, uint64_t bytes);
+/* `seg`'s last live bytes died (sal_segment_free_bytes). */
+void sal_segment_emptied(sal_heap *h, uint64_t seg);
 /* Make sure table entries [0, index] are allocated on disk. */
 int sal_table_ensure(sal_heap *h, uint64_t index);
 /* Make sure `seg`'s page cache matches the folio policy, then fault it in.
@@ -309,6 +309,15 @@ static inline void sal_recycle_note(sal_heap *h, uint64_t seg, int64_t before, i
     if (after > 0 && after * 2 < used && before * 2 >= used)
         sal_recycle_queue(h, seg);
 }
+/* `bytes` of objects in `seg` died.  Inline: it runs on every release. */
+static inline void sal_segment_free_bytes(sal_heap *h, uint64_t seg, uint64_t bytes)
+{
+    int64_t before = atomic_fetch_sub(&h->segments[seg].live_bytes, (int64_t)bytes);
+    if (__builtin_expect(before == (int64_t)bytes, 0))
+        sal_segment_emptied(h, seg);
+    else
+        sal_recycle_note(h, seg, before, before - (int64_t)bytes);
+}
 /* Provider: sweep one queued sparse segment.  Returns 1 if it did work.
  * Called and returns with seg_lock held (drops it while sweeping). */
 int sal_recycle_sweep_one(sal_heap *h);
@@ -333,11 +342,36 @@ uint64_t sal_oldest_section_epoch(sal_heap *h);
 uint64_t sal_oldest_section_epoch_except(sal_heap *h, const sal_section_slot *own);
 void sal_section_enter(sal_section_slot *slot, sal_heap *h);
 void sal_section_leave(sal_section_slot *slot);
-int sal_session_check(sal_session *s);
+/* A usable session (and, in debug builds, its owner thread).  Inline: every
+ * call on a session starts with it. */
+static inline int sal_session_check(sal_session *s)
+{
+    if (!s)
+        return SAL_EINVAL;
+#ifndef NDEBUG
+    if (!pthread_equal(s->owner, pthread_self()))
+        return SAL_EWRONGTHREAD;
+#endif
+    return 0;
+}
 
 /* alloc.c */
 int sal_ids_refill(sal_session *s);
-void sal_id_recycle(sal_session *s, sal_id id, int committed);
+void sal_id_recycle_slow(sal_session *s, sal_id next, int committed);
+/* Give a dead object's id back (its next generation): to the session's
+ * stack, or held back until the next commit if the last commit references
+ * it (crash rule 2).  Inline: it runs on every release. */
+static inline void sal_id_recycle(sal_session *s, sal_id id, int committed)
+{
+    sal_id next = sal_id_make(sal_id_index(id), sal_id_gen(id) + 1);
+#ifdef SAL_MUTANT_REUSE_ID /* mutant: a committed id reused at once */
+    committed = 0;
+#endif
+    if (__builtin_expect(!committed && s->free_len < s->free_cap, 1))
+        s->free_ids[s->free_len++] = next;
+    else
+        sal_id_recycle_slow(s, next, committed);
+}
 void sal_session_flush_ids(sal_session *s);
 int sal_alloc_slow(sal_session *s, uint64_t span);
 int sal_alloc_raw(sal_session *s, uint64_t size_bytes, unsigned nrefs,

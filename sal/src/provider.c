@@ -468,20 +468,14 @@ void sal_segment_release_arena(sal_heap *h, uint64_t seg, uint64_t used,
     sal_recycle_note(h, seg, (int64_t)used, atomic_load(&g->live_bytes));
 }
 
-void sal_segment_free_bytes(sal_heap *h, uint64_t seg, uint64_t bytes)
+void sal_segment_emptied(sal_heap *h, uint64_t seg)
 {
-    sal_segment *g = &h->segments[seg];
-    int64_t before = atomic_fetch_sub(&g->live_bytes, (int64_t)bytes);
-    if (before == (int64_t)bytes) {
-        sal_segment_claim_if_empty(h, seg);
-        /* Not claimed if the provider is listing its holes or they wait
-         * for a session: under seg_lock, one of the two ends that. */
-        int st = atomic_load(&g->state);
-        if (st == SEG_RECYCLABLE || st == SEG_SWEEPING)
-            sal_recycle_emptied(h, seg);
-    } else {
-        sal_recycle_note(h, seg, before, before - (int64_t)bytes);
-    }
+    sal_segment_claim_if_empty(h, seg);
+    /* Not claimed if the provider is listing its holes or they wait for a
+     * session: under seg_lock, one of the two ends that. */
+    int st = atomic_load(&h->segments[seg].state);
+    if (st == SEG_RECYCLABLE || st == SEG_SWEEPING)
+        sal_recycle_emptied(h, seg);
 }
 
 int sal_table_ensure(sal_heap *h, uint64_t index)

@@ -152,17 +152,6 @@ int sal_reader_open(sal_heap *h, sal_session **out)
 }
 
 /* Debug builds check that a session stays on its thread. */
-int sal_session_check(sal_session *s)
-{
-    if (!s)
-        return SAL_EINVAL;
-#ifndef NDEBUG
-    if (!pthread_equal(s->owner, pthread_self()))
-        return SAL_EWRONGTHREAD;
-#endif
-    return 0;
-}
-
 int sal_session_close(sal_session *s)
 {
     int err = sal_session_check(s);
