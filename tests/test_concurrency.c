@@ -1090,9 +1090,7 @@ static void held_ids_check(tu_ctx *c, unsigned ready_segments)
     o.ready_segments = ready_segments;
     held_ctx x = {0};
     sal_session *s;
-    TU_OK(sal_heap_create(c->path, &o, &x.heap));
-    sal_heap *h = x.heap;
-    TU_OK(sal_session_open(h, &s));
+    sal_heap *h = x.heap = tu_create_with(c, &o, &s);
     const uint32_t n = (uint32_t)tu_scaled(140000, 2); /* > 64 Ki even under TSan */
     const int rounds = TU_TSAN ? 3 : 8;
     sal_id *ids = calloc(n, sizeof *ids);

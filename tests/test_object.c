@@ -512,10 +512,8 @@ static void mass_release_committed(tu_ctx *c, unsigned ready_segments)
 {
     sal_options o = tu_small_options();
     o.ready_segments = ready_segments;
-    sal_heap *h;
     sal_session *s;
-    TU_OK(sal_heap_create(c->path, &o, &h));
-    TU_OK(sal_session_open(h, &s));
+    sal_heap *h = tu_create_with(c, &o, &s);
     const uint32_t n = 200000;
     sal_id *ids = calloc(n, sizeof *ids), *more = calloc(n, sizeof *more);
     uint8_t *released = calloc(o.max_objects, 1); /* by table index */

@@ -406,15 +406,21 @@ static inline sal_options tu_small_options(void)
     return o;
 }
 
-/* A new heap with tu_small_options() at the context's path, and an
- * allocating session on it. */
+/* A new heap with options `o` at the context's path, and an allocating
+ * session on it. */
+static inline sal_heap *tu_create_with(tu_ctx *c, const sal_options *o, sal_session **s)
+{
+    sal_heap *h;
+    TU_OK(sal_heap_create(c->path, o, &h));
+    TU_OK(sal_session_open(h, s));
+    return h;
+}
+
+/* The same with tu_small_options(). */
 static inline sal_heap *tu_open_small(tu_ctx *c, sal_session **s)
 {
     sal_options o = tu_small_options();
-    sal_heap *h;
-    TU_OK(sal_heap_create(c->path, &o, &h));
-    TU_OK(sal_session_open(h, s));
-    return h;
+    return tu_create_with(c, &o, s);
 }
 
 static inline void tu_close_all(sal_heap *h, sal_session *s)
