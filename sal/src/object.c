@@ -162,12 +162,13 @@ int sal_retain_unheld(sal_session *s, sal_id id)
 }
 
 /* Drop one count of an entry known to be live.  Returns 1 if it reached
- * zero (the caller now owns the dying object), 0 if not, or an error. */
-SAL_HOT int entry_decrement(sal_heap *h, sal_id id, uint64_t *entry_out)
+ * zero (the caller now owns the dying object, whose header is *hdr_out),
+ * 0 if not, or an error. */
+SAL_HOT int entry_decrement_hdr(sal_heap *h, sal_id id, uint64_t *entry_out,
+                                sal_object_header **hdr_out)
 {
     uint64_t e;
-    sal_object_header *hdr;
-    int err = resolve(h, id, &e, &hdr);
+    int err = resolve(h, id, &e, hdr_out);
     if (err)
         return err;
     *entry_out = e;
@@ -186,13 +187,21 @@ SAL_HOT int entry_decrement(sal_heap *h, sal_id id, uint64_t *entry_out)
     }
 }
 
+SAL_HOT int entry_decrement(sal_heap *h, sal_id id, uint64_t *entry_out)
+{
+    sal_object_header *hdr;
+    return entry_decrement_hdr(h, id, entry_out, &hdr);
+}
+
 /* Reclaim one dead object: its entry, its id, its bytes. */
 SAL_HOT void object_reclaim(sal_session *s, sal_id id, sal_object_header *hdr)
 {
     sal_heap *h = s->heap;
     uint64_t off = sal_heap_offset(h, hdr);
     uint64_t span = sal_object_span(hdr->size_bytes);
-    int committed = sal_object_committed(h, off);
+    uint64_t seg = sal_segment_of(h, off);
+    int committed = off - sal_segment_start(h, seg) <
+                    atomic_load_explicit(&h->segments[seg].protect_mark, memory_order_acquire);
     atomic_store_explicit(&h->table[sal_id_index(id)],
                           sal_entry_make_free(off >> 3, sal_id_gen(id)),
                           memory_order_release);
@@ -203,7 +212,7 @@ SAL_HOT void object_reclaim(sal_session *s, sal_id id, sal_object_header *hdr)
     atomic_store_explicit(&s->live_bytes,
                           atomic_load_explicit(&s->live_bytes, memory_order_relaxed) - (int64_t)span,
                           memory_order_relaxed);
-    sal_segment_free_bytes(h, sal_segment_of(h, off), span);
+    sal_segment_free_bytes(h, seg, span);
 }
 
 /* A dying object with children: they are released one by one, and those
@@ -261,11 +270,16 @@ int sal_object_die(sal_session *s, sal_id id, uint64_t entry, int keep_children)
 
 SAL_HOT int release(sal_session *s, sal_id id)
 {
-    uint64_t e = 0; /* set by entry_decrement on success */
-    int died = entry_decrement(s->heap, id, &e);
+    uint64_t e = 0; /* set on success */
+    sal_object_header *hdr = NULL;
+    int died = entry_decrement_hdr(s->heap, id, &e, &hdr);
     if (died <= 0)
         return died;
-    return object_die(s, id, e, 0);
+    if (hdr->nrefs == 0) {
+        object_reclaim(s, id, hdr);
+        return 0;
+    }
+    return object_die_tree(s, id);
 }
 
 int sal_release_internal(sal_session *s, sal_id id)
