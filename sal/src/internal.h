@@ -39,6 +39,8 @@
 /* A session hands its released committed ids (reusable after the next
  * commit) to the heap when the cut changes, or when it holds this many. */
 #define SAL_ID_HANDOVER_BATCH 65536u
+/* How far ahead of the bump pointer an allocation prefetches (alloc.c). */
+#define SAL_BUMP_PREFETCH_BYTES 4096u
 
 /* Internal threads (provider, and later the compactor) have their own
  * section slots after the users'. */
