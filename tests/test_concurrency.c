@@ -1073,6 +1073,18 @@ static void *held_syncer(void *arg)
     return NULL;
 }
 
+/* Wait until the committing thread has finished `n` more commits (a busy
+ * machine may not run it for a while): at most 10 s. */
+static void held_wait_commits(held_ctx *x, uint64_t n)
+{
+    uint64_t want = atomic_load(&x->syncs) + n;
+    for (int ms = 0; atomic_load(&x->syncs) < want; ms++) {
+        if (ms == 10000 || x->err)
+            fail_msg("the committing thread made no progress in 10 s (error %d)", x->err);
+        nanosleep(&(struct timespec){0, 1000000}, NULL);
+    }
+}
+
 /* Section of `i` in a loop over objects: a new one every 4096, so that
  * commits fall between them. */
 static void held_section_tick(sal_session *s, uint32_t i)
@@ -1119,6 +1131,10 @@ static void held_ids_check(tu_ctx *c, unsigned ready_segments)
             }
         }
         TU_OK(sal_write_end(s));
+        /* One commit more: a library that freed the ids when the commit in
+         * flight at their release ends reuses them below, too early.  Two
+         * in the last round, so that some ids are surely reusable. */
+        held_wait_commits(&x, r == rounds - 1 ? 2 : 1);
         for (uint32_t i = 0; i < n; i++) {
             held_section_tick(s, i);
             TU_OK(sal_alloc(s, 16 + i % 64, 0, 0, &ids[i], &p));
