@@ -28,18 +28,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <time.h>
 #include <unistd.h>
+
+#include "bench_common.h" /* bench_now */
 
 #define FILE_BYTES (64u << 20)
 #define PAGE 4096u
-
-static double now_s(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
-}
 
 static int cmp_double(const void *a, const void *b)
 {
@@ -113,19 +107,19 @@ int main(int argc, char **argv)
     for (char *tok = strtok_r(list, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
         double idle_s = atof(tok) * 1e-3;
         for (int r = 0; r < rounds; r++) {
-            double a = now_s();
-            while (now_s() - a < idle_s)
+            double a = bench_now();
+            while (bench_now() - a < idle_s)
                 ; /* busy: only the disk is idle */
             if (next + PAGE > FILE_BYTES)
                 next = PAGE;
-            a = now_s();
+            a = bench_now();
             memset(m + next, r, 128);
             if (msync(m + next, PAGE, MS_SYNC) != 0)
                 return fail("msync");
             *(volatile uint64_t *)m = (uint64_t)r;
             if (msync(m, PAGE, MS_SYNC) != 0)
                 return fail("msync");
-            t[r] = (now_s() - a) * 1e6;
+            t[r] = (bench_now() - a) * 1e6;
             next += PAGE;
         }
         qsort(t, (size_t)rounds, sizeof *t, cmp_double);

@@ -114,34 +114,29 @@ static const char *slot_problem(const sal_commit_slot *s, const sal_superblock *
     return NULL;
 }
 
-/* Index of the slot the library would open (newest valid durable slot, or a
- * newer valid volatile one written in this boot), or -1.  With r, notes the
- * volatile slots of another boot that are passed over. */
+/* Index of the slot the library would open (the first of sal_slot_order,
+ * if a durable slot is valid at all), or -1.  With r, notes the volatile
+ * slots of another boot, newer than the durable one, that are passed
+ * over. */
 static int choose_slot(const sal_commit_slot *s, const int *valid, int boot_known,
                        const uint8_t boot[16], gc_report *r)
 {
-    int pick = -1;
-    for (unsigned i = 0; i < 2; i++)
-        if (valid[i] && (pick < 0 || s[i].epoch > s[pick].epoch))
-            pick = (int)i;
-    if (pick < 0)
+    if (!valid[0] && !valid[1])
         return -1;
-    int durable_pick = pick;
-    for (unsigned i = 2; i < SAL_SLOT_COUNT; i++) {
-        if (!valid[i] || s[i].epoch <= s[durable_pick].epoch)
+    unsigned order[SAL_SLOT_COUNT];
+    (void)sal_slot_order(s, valid, boot_known ? boot : NULL, order);
+    unsigned durable = valid[0] && (!valid[1] || s[0].epoch >= s[1].epoch) ? 0 : 1;
+    for (unsigned i = 2; r && i < SAL_SLOT_COUNT; i++) {
+        if (!valid[i] || s[i].epoch <= s[durable].epoch ||
+            (boot_known && memcmp(s[i].boot_id, boot, 16) == 0))
             continue;
-        if (boot_known && memcmp(s[i].boot_id, boot, 16) == 0) {
-            if (s[i].epoch > s[pick].epoch)
-                pick = (int)i;
-        } else if (r) {
-            r->slot_status[i] = GC_SLOT_OTHER_BOOT;
-            gc_note(r, "commit slot %u holds a protect/async commit (epoch %llu) written "
-                       "in another boot: not trusted after a reboot, its changes are "
-                       "lost (the crash contract); the durable commit is used",
-                    i, (unsigned long long)s[i].epoch);
-        }
+        r->slot_status[i] = GC_SLOT_OTHER_BOOT;
+        gc_note(r, "commit slot %u holds a protect/async commit (epoch %llu) written "
+                   "in another boot: not trusted after a reboot, its changes are "
+                   "lost (the crash contract); the durable commit is used",
+                i, (unsigned long long)s[i].epoch);
     }
-    return pick;
+    return (int)order[0];
 }
 
 /* 1 if slot i's segment-table copy matches its checksum (*rec_out then

@@ -15,6 +15,9 @@
 
 #include "internal.h"
 
+/* How far ahead of the bump pointer an allocation prefetches. */
+#define SAL_BUMP_PREFETCH_BYTES 4096u
+
 /* ------------------------------------------------------------------ ids */
 
 static void pool_push_locked(sal_heap *h, const sal_id *ids, size_t n)

@@ -82,3 +82,20 @@ int sal_slot_valid(const sal_commit_slot *slot, const sal_superblock *sb)
     }
     return 1;
 }
+
+unsigned sal_slot_order(const sal_commit_slot s[SAL_SLOT_COUNT], const int valid[SAL_SLOT_COUNT],
+                        const uint8_t *boot, unsigned order[SAL_SLOT_COUNT])
+{
+    unsigned n = 0;
+    for (unsigned i = 0; i < SAL_SLOT_COUNT; i++)
+        if (valid[i] && (i < 2 || (boot && !memcmp(s[i].boot_id, boot, 16))))
+            order[n++] = i;
+    /* Insertion sort, stable: of equal epochs the lower slot comes first. */
+    for (unsigned a = 1; a < n; a++)
+        for (unsigned k = a; k > 0 && s[order[k]].epoch > s[order[k - 1]].epoch; k--) {
+            unsigned t = order[k];
+            order[k] = order[k - 1];
+            order[k - 1] = t;
+        }
+    return n;
+}

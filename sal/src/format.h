@@ -214,5 +214,12 @@ void sal_superblock_seal(sal_superblock *sb);
 int sal_superblock_check(const sal_superblock *sb, uint64_t file_bytes);
 void sal_slot_seal(sal_commit_slot *slot);
 int sal_slot_valid(const sal_commit_slot *slot, const sal_superblock *sb);
+/* The slots an open may take, newest first, into order[] (returns how
+ * many): the valid durable slots (0 and 1), and the valid volatile ones
+ * (2 and 3) only if they carry `boot`, this boot's id (NULL: unknown):
+ * after a reboot the page cache is gone, and with it whatever a volatile
+ * commit did not flush.  The library and sal-gc both choose by it. */
+unsigned sal_slot_order(const sal_commit_slot s[SAL_SLOT_COUNT], const int valid[SAL_SLOT_COUNT],
+                        const uint8_t *boot, unsigned order[SAL_SLOT_COUNT]);
 
 #endif

@@ -138,17 +138,7 @@ static int check_file(int fd, const uint8_t *boot, sal_superblock *sb, sal_commi
     for (unsigned i = 0; i < SAL_SLOT_COUNT; i++)
         if (valid[i] && s[i].epoch > *max_epoch)
             *max_epoch = s[i].epoch;
-    /* Preference: newest first; volatile slots only from this boot. */
-    unsigned order[SAL_SLOT_COUNT], norder = 0;
-    for (unsigned i = 0; i < SAL_SLOT_COUNT; i++)
-        if (valid[i] && (i < 2 || (boot && !memcmp(s[i].boot_id, boot, 16))))
-            order[norder++] = i;
-    for (unsigned a = 1; a < norder; a++)
-        for (unsigned k = a; k > 0 && s[order[k]].epoch > s[order[k - 1]].epoch; k--) {
-            unsigned t = order[k];
-            order[k] = order[k - 1];
-            order[k - 1] = t;
-        }
+    unsigned order[SAL_SLOT_COUNT], norder = sal_slot_order(s, valid, boot, order);
     sal_segment_record *rec = NULL;
     int pick = -1, durable_pick = -1;
     for (unsigned k = 0; k < norder && (pick < 0 || durable_pick < 0); k++) {

@@ -39,8 +39,6 @@
 /* A session hands its released committed ids (reusable after the next
  * commit) to the heap when the cut changes, or when it holds this many. */
 #define SAL_ID_HANDOVER_BATCH 65536u
-/* How far ahead of the bump pointer an allocation prefetches (alloc.c). */
-#define SAL_BUMP_PREFETCH_BYTES 4096u
 
 /* Internal threads (provider, and later the compactor) have their own
  * section slots after the users'. */
@@ -104,6 +102,8 @@ typedef struct sal_id_vec {
     size_t len, cap;
 } sal_id_vec;
 
+/* Room for `more` ids (capacity doubles from 256); SAL_ENOMEM if none. */
+int sal_id_vec_reserve(sal_id_vec *v, size_t more);
 int sal_id_vec_push(sal_id_vec *v, sal_id id);
 void sal_id_vec_free(sal_id_vec *v);
 
@@ -383,6 +383,12 @@ int sal_alloc_raw(sal_session *s, uint64_t size_bytes, unsigned nrefs,
 int sal_resolve(sal_heap *h, sal_id id, uint64_t *entry_out,
                 sal_object_header **hdr_out);
 int sal_object_committed(const sal_heap *h, uint64_t offset);
+/* The same, for an offset already known to lie in segment `seg`. */
+static inline int sal_committed_in(const sal_heap *h, uint64_t seg, uint64_t offset)
+{
+    return offset - sal_segment_start(h, seg) <
+           atomic_load_explicit(&h->segments[seg].protect_mark, memory_order_acquire);
+}
 int sal_retain_internal(sal_heap *h, sal_id id);
 /* Retain an id the caller holds no reference to (a root being read while
  * writers replace it): detects the entry having been reused meanwhile. */

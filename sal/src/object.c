@@ -19,9 +19,7 @@
 
 int sal_object_committed(const sal_heap *h, uint64_t offset)
 {
-    uint64_t seg = sal_segment_of(h, offset);
-    uint64_t rel = offset - sal_segment_start(h, seg);
-    return rel < atomic_load_explicit(&h->segments[seg].protect_mark, memory_order_acquire);
+    return sal_committed_in(h, sal_segment_of(h, offset), offset);
 }
 
 /* The read and release paths run these per object: they are inlined, so
@@ -164,14 +162,12 @@ int sal_retain_unheld(sal_session *s, sal_id id)
 /* Drop one count of an entry known to be live.  Returns 1 if it reached
  * zero (the caller now owns the dying object, whose header is *hdr_out),
  * 0 if not, or an error. */
-SAL_HOT int entry_decrement_hdr(sal_heap *h, sal_id id, uint64_t *entry_out,
-                                sal_object_header **hdr_out)
+SAL_HOT int entry_decrement(sal_heap *h, sal_id id, sal_object_header **hdr_out)
 {
     uint64_t e;
     int err = resolve(h, id, &e, hdr_out);
     if (err)
         return err;
-    *entry_out = e;
     _Atomic uint64_t *slot = &h->table[sal_id_index(id)];
     for (;;) {
         uint64_t rc = sal_entry_rc(e);
@@ -183,14 +179,7 @@ SAL_HOT int entry_decrement_hdr(sal_heap *h, sal_id id, uint64_t *entry_out,
                                                   memory_order_acq_rel,
                                                   memory_order_acquire))
             return rc == 1;
-        *entry_out = e;
     }
-}
-
-SAL_HOT int entry_decrement(sal_heap *h, sal_id id, uint64_t *entry_out)
-{
-    sal_object_header *hdr;
-    return entry_decrement_hdr(h, id, entry_out, &hdr);
 }
 
 /* Reclaim one dead object: its entry, its id, its bytes. */
@@ -200,8 +189,7 @@ SAL_HOT void object_reclaim(sal_session *s, sal_id id, sal_object_header *hdr)
     uint64_t off = sal_heap_offset(h, hdr);
     uint64_t span = sal_object_span(hdr->size_bytes);
     uint64_t seg = sal_segment_of(h, off);
-    int committed = off - sal_segment_start(h, seg) <
-                    atomic_load_explicit(&h->segments[seg].protect_mark, memory_order_acquire);
+    int committed = sal_committed_in(h, seg, off);
     atomic_store_explicit(&h->table[sal_id_index(id)],
                           sal_entry_make_free(off >> 3, sal_id_gen(id)),
                           memory_order_release);
@@ -237,8 +225,8 @@ static __attribute__((noinline)) int object_die_tree(sal_session *s, sal_id id)
         for (unsigned i = 0; i < vh->nrefs; i++) {
             if (child[i] == SAL_NULL_ID)
                 continue;
-            uint64_t ce;
-            int died = entry_decrement(h, child[i], &ce);
+            sal_object_header *ch;
+            int died = entry_decrement(h, child[i], &ch);
             if (died == 1) {
                 if (sal_id_vec_push(&s->work, child[i]))
                     result = SAL_ENOMEM; /* left for recovery to free */
@@ -251,11 +239,11 @@ static __attribute__((noinline)) int object_die_tree(sal_session *s, sal_id id)
     return result;
 }
 
-SAL_HOT int object_die(sal_session *s, sal_id id, uint64_t entry, int keep_children)
+/* An object whose count reached zero, at `hdr`: reclaimed at once when it
+ * has no children to release (or they were taken over), else with its
+ * tree. */
+SAL_HOT int object_die(sal_session *s, sal_id id, sal_object_header *hdr, int keep_children)
 {
-    sal_object_header *hdr = entry_header(s->heap, entry);
-    if (!hdr)
-        return SAL_ECORRUPT;
     if (keep_children || hdr->nrefs == 0) {
         object_reclaim(s, id, hdr);
         return 0;
@@ -265,21 +253,15 @@ SAL_HOT int object_die(sal_session *s, sal_id id, uint64_t entry, int keep_child
 
 int sal_object_die(sal_session *s, sal_id id, uint64_t entry, int keep_children)
 {
-    return object_die(s, id, entry, keep_children);
+    sal_object_header *hdr = entry_header(s->heap, entry);
+    return hdr ? object_die(s, id, hdr, keep_children) : SAL_ECORRUPT;
 }
 
 SAL_HOT int release(sal_session *s, sal_id id)
 {
-    uint64_t e = 0; /* set on success */
     sal_object_header *hdr = NULL;
-    int died = entry_decrement_hdr(s->heap, id, &e, &hdr);
-    if (died <= 0)
-        return died;
-    if (hdr->nrefs == 0) {
-        object_reclaim(s, id, hdr);
-        return 0;
-    }
-    return object_die_tree(s, id);
+    int died = entry_decrement(s->heap, id, &hdr);
+    return died <= 0 ? died : object_die(s, id, hdr, 0);
 }
 
 int sal_release_internal(sal_session *s, sal_id id)

@@ -16,16 +16,26 @@
 
 #include "internal.h"
 
+int sal_id_vec_reserve(sal_id_vec *v, size_t more)
+{
+    if (v->len + more <= v->cap)
+        return 0;
+    size_t cap = v->cap ? v->cap : 256;
+    while (cap < v->len + more)
+        cap *= 2;
+    sal_id *p = realloc(v->ids, cap * sizeof *p);
+    if (!p)
+        return SAL_ENOMEM;
+    v->ids = p;
+    v->cap = cap;
+    return 0;
+}
+
 int sal_id_vec_push(sal_id_vec *v, sal_id id)
 {
-    if (v->len == v->cap) {
-        size_t cap = v->cap ? v->cap * 2 : 256;
-        sal_id *p = realloc(v->ids, cap * sizeof *p);
-        if (!p)
-            return SAL_ENOMEM;
-        v->ids = p;
-        v->cap = cap;
-    }
+    int err = sal_id_vec_reserve(v, 1);
+    if (err)
+        return err;
     v->ids[v->len++] = id;
     return 0;
 }
@@ -151,7 +161,6 @@ int sal_reader_open(sal_heap *h, sal_session **out)
     return SAL_EREADERS;
 }
 
-/* Debug builds check that a session stays on its thread. */
 int sal_session_close(sal_session *s)
 {
     int err = sal_session_check(s);

@@ -306,23 +306,6 @@ static void write_records(sal_heap *h, cut *c, unsigned target, range *range_out
  * 0.1 ms of copying. */
 #define SAL_ID_RELEASE_CHUNK 65536u
 
-/* Make room in the pool for `more` ids; called with free_ids_lock held.
- * One growth for the whole release: its copy is of the pool as it is. */
-static int pool_reserve_locked(sal_id_vec *pool, size_t more)
-{
-    if (pool->len + more <= pool->cap)
-        return 0;
-    size_t cap = pool->cap ? pool->cap : 256;
-    while (cap < pool->len + more)
-        cap *= 2;
-    sal_id *p = realloc(pool->ids, cap * sizeof *p);
-    if (!p)
-        return SAL_ENOMEM;
-    pool->ids = p;
-    pool->cap = cap;
-    return 0;
-}
-
 /* Put `rest` entries of a taken list back, with what sessions handed over
  * meanwhile; called with pending_lock held.  The entries end up in the
  * buffer of larger capacity and the other is returned to be freed outside
@@ -390,7 +373,9 @@ void sal_pending_ids_release(sal_heap *h, int by_provider)
     size_t ready = len - keep, moved = 0;
     if (ready > 0) {
         pthread_mutex_lock(&h->free_ids_lock);
-        int err = pool_reserve_locked(&h->free_ids, ready);
+        /* One growth for the whole release: its copy is of the pool as it
+         * is. */
+        int err = sal_id_vec_reserve(&h->free_ids, ready);
         pthread_mutex_unlock(&h->free_ids_lock);
         while (!err && moved < ready) {
             size_t n = ready - moved < SAL_ID_RELEASE_CHUNK ? ready - moved
@@ -399,7 +384,7 @@ void sal_pending_ids_release(sal_heap *h, int by_provider)
             size_t pool_len = 0;
             pthread_mutex_lock(&h->free_ids_lock);
             /* Sessions may have pushed ids of their own meanwhile. */
-            if ((err = pool_reserve_locked(&h->free_ids, n)) == 0) {
+            if ((err = sal_id_vec_reserve(&h->free_ids, n)) == 0) {
                 sal_id_vec *pool = &h->free_ids;
                 for (size_t i = 0; i < n; i++)
                     pool->ids[pool->len++] = from[i].next_id;
