@@ -15,6 +15,8 @@
  * held_ids_*  committed objects released and ids reused while another
  *             thread commits: no held-back id comes back before the
  *             commit after its release is written (crash rule 2).
+ * emptied_during_cut  a segment's last object released inside a commit's
+ *             cut (a hook): the segment waits for the commit after it.
  *
  * Sanitizer builds run fewer objects per thread (SAL_TEST_SCALE=1 restores
  * the full numbers).
@@ -1174,6 +1176,149 @@ static void held_ids_check(tu_ctx *c, unsigned ready_segments)
 static void held_ids_by_provider(void **state) { held_ids_check(*state, 4); }
 static void held_ids_by_commit(void **state) { held_ids_check(*state, 0); }
 
+/* ---------------------------------------------------------------------
+ * emptied_during_cut
+ *
+ * A commit's cut lists every full segment as used by the commit.  If the
+ * last object of such a segment dies after the cut looked at the segment
+ * (a release outside any write section, which the cut does not wait for),
+ * that commit references the segment's bytes: the segment may be reused
+ * only after the commit after it (crash rule 2).  A hook inside the cut
+ * has another thread release that last object at the worst moment: after
+ * the segment records are taken, before the cut epoch advances.
+ * --------------------------------------------------------------------- */
+typedef struct cut_race {
+    sal_heap *heap;
+    sal_id victim;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int ready, go, done, stop, hooked;
+    int err;
+} cut_race;
+
+static void *cut_race_releaser(void *arg)
+{
+    cut_race *x = arg;
+    sal_session *s = NULL;
+    int err = sal_session_open(x->heap, &s);
+    pthread_mutex_lock(&x->mu);
+    x->err = err;
+    x->ready = 1;
+    pthread_cond_broadcast(&x->cv);
+    while (!x->go && !x->stop)
+        pthread_cond_wait(&x->cv, &x->mu);
+    int go = x->go;
+    pthread_mutex_unlock(&x->mu);
+    if (!err && go)
+        err = sal_release(s, x->victim); /* outside any section */
+    pthread_mutex_lock(&x->mu);
+    if (!x->err)
+        x->err = err;
+    x->done = 1;
+    pthread_cond_broadcast(&x->cv);
+    pthread_mutex_unlock(&x->mu);
+    if (s)
+        (void)sal_session_close(s);
+    return NULL;
+}
+
+/* In the cut, with seg_lock held: start the release and give it 200 ms.  A
+ * library that claims the emptied segment without seg_lock finishes the
+ * release here; one that takes the lock finishes it after the cut. */
+static void cut_race_hook(void *arg)
+{
+    cut_race *x = arg;
+    pthread_mutex_lock(&x->mu);
+    if (!x->hooked++) {
+        x->go = 1;
+        pthread_cond_broadcast(&x->cv);
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_nsec += 200 * 1000000L;
+        if (until.tv_nsec >= 1000000000L) {
+            until.tv_sec++;
+            until.tv_nsec -= 1000000000L;
+        }
+        while (!x->done && pthread_cond_timedwait(&x->cv, &x->mu, &until) == 0)
+            ;
+    }
+    pthread_mutex_unlock(&x->mu);
+}
+
+static void emptied_during_cut(void **state)
+{
+    tu_ctx *c = *state;
+    sal_options o = tu_small_options();
+    o.ready_segments = 0; /* segments are reclaimed by the commits: no timing */
+    sal_session *s;
+    sal_heap *h = tu_create_with(c, &o, &s);
+    cut_race x = {.heap = h};
+    pthread_mutex_init(&x.mu, NULL);
+    pthread_cond_init(&x.cv, NULL);
+
+    /* The victim alone in a retired segment: the next object of the same
+     * size does not fit beside it. */
+    const size_t size = o.segment_bytes / 2;
+    sal_id other;
+    void *p;
+    TU_OK(sal_write_begin(s));
+    TU_OK(sal_alloc(s, size, 0, 0, &x.victim, &p));
+    TU_OK(sal_alloc(s, size, 0, 0, &other, &p));
+    TU_OK(sal_write_end(s));
+    uint64_t e;
+    sal_object_header *hdr;
+    TU_OK(sal_resolve(h, x.victim, &e, &hdr));
+    uint64_t seg = sal_segment_of(h, sal_heap_offset(h, hdr));
+    TU_OK(sal_resolve(h, other, &e, &hdr));
+    assert_int_not_equal(seg, sal_segment_of(h, sal_heap_offset(h, hdr)));
+    TU_OK(sal_sync(h, SAL_SYNC_PROTECT)); /* the victim is committed */
+    assert_int_equal(atomic_load(&h->segments[seg].state), SEG_FULL);
+
+    pthread_t releaser;
+    assert_int_equal(pthread_create(&releaser, NULL, cut_race_releaser, &x), 0);
+    pthread_mutex_lock(&x.mu);
+    while (!x.ready)
+        pthread_cond_wait(&x.cv, &x.mu);
+    pthread_mutex_unlock(&x.mu);
+    int hook = sal_test_cut_hook(cut_race_hook, &x);
+    if (hook == ENOSYS) {
+        pthread_mutex_lock(&x.mu);
+        x.stop = 1;
+        pthread_cond_broadcast(&x.cv);
+        pthread_mutex_unlock(&x.mu);
+        pthread_join(releaser, NULL);
+        tu_close_all(h, s);
+        skip(); /* a build without test hooks */
+    }
+    TU_OK(hook);
+    uint64_t cut = atomic_load(&h->commit_epoch) + 1;
+    TU_OK(sal_sync(h, SAL_SYNC_PROTECT)); /* commit `cut`: the race inside */
+    TU_OK(sal_test_cut_hook(NULL, NULL));
+    pthread_join(releaser, NULL);
+    TU_OK(x.err);
+    assert_int_equal(x.hooked, 1);
+    assert_int_equal(atomic_load(&h->commit_epoch), cut);
+
+    /* Commit `cut` listed the segment: it stays out of use until the next
+     * commit is written. */
+    sal_segments_reclaim(h);
+    int st = atomic_load(&h->segments[seg].state);
+    if (st != SEG_PENDING)
+        fail_msg("segment %" PRIu64 " is in state %d (pending is %d) after commit %" PRIu64
+                 ", which lists it as used; it must wait for the next commit",
+                 seg, st, SEG_PENDING, cut);
+    TU_OK(sal_sync(h, SAL_SYNC_PROTECT));
+    sal_segments_reclaim(h);
+    assert_int_equal(atomic_load(&h->segments[seg].state), SEG_FREE);
+
+    TU_OK(sal_write_begin(s));
+    TU_OK(sal_release(s, other));
+    TU_OK(sal_write_end(s));
+    pthread_mutex_destroy(&x.mu);
+    pthread_cond_destroy(&x.cv);
+    tu_close_all(h, s);
+}
+
 int main(int argc, char **argv)
 {
     tu_init(argc, argv);
@@ -1185,6 +1330,7 @@ int main(int argc, char **argv)
         TU_TEST(cross_thread_release),
         TU_TEST(held_ids_by_provider),
         TU_TEST(held_ids_by_commit),
+        TU_TEST(emptied_during_cut),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -581,12 +581,72 @@ static void path_copy_under_snapshot(void **state)
     tu_close_all(h, s);
 }
 
+/* A copy whose children cannot all be retained is taken back: here a
+ * child was released once too often (its parent still lists it), and the
+ * error leaves the object, its counts and its parent's slot as they were. */
+static void write_shared_dangling_child(void **state)
+{
+    tu_ctx *c = *state;
+    sal_session *s;
+    sal_heap *h = tu_open_small(c, &s);
+    sal_id a, c1, c2, c3, parent;
+    void *p, *pp;
+    TU_OK(sal_write_begin(s));
+    TU_OK(sal_alloc(s, 8, 0, 0, &c1, &p));
+    TU_OK(sal_alloc(s, 8, 0, 0, &c2, &p));
+    TU_OK(sal_alloc(s, 8, 0, 0, &c3, &p));
+    TU_OK(sal_alloc(s, 64, 3, 0, &a, &p));
+    tu_fill(p, 64, 24, 5);
+    TU_OK(sal_set_child(s, a, 0, c1));
+    TU_OK(sal_set_child(s, a, 1, c2));
+    TU_OK(sal_set_child(s, a, 2, c3));
+    TU_OK(sal_alloc(s, 8, 1, 0, &parent, &pp));
+    TU_OK(sal_retain(s, a));
+    TU_OK(sal_set_child(s, parent, 0, a)); /* a: ours and the parent's */
+    TU_OK(sal_release(s, c2));             /* the misuse: a still lists c2 */
+    TU_OK(sal_write_end(s));
+    assert_int_equal(rc_of(s, a), 2);
+    sal_heap_stats before = tu_stats(h);
+
+    TU_OK(sal_write_begin(s));
+    sal_id w_id = a;
+    void *w = NULL;
+    TU_ERR(sal_write(s, &w_id, &w), SAL_ESTALE);
+    assert_int_equal(w_id, a);
+    sal_id pid = parent;
+    TU_OK(sal_write(s, &pid, &pp)); /* the parent, writable in this section */
+    assert_int_equal(pid, parent);
+    sal_id got = SAL_NULL_ID;
+    TU_ERR(sal_write_child(s, parent, 0, &got, &w), SAL_ESTALE);
+    assert_int_equal(((const sal_id *)pp)[0], a);
+    TU_OK(sal_write_end(s));
+
+    /* Nothing changed: no copy left behind, no count taken or lost. */
+    assert_int_equal(rc_of(s, a), 2);
+    assert_int_equal(rc_of(s, c1), 1);
+    assert_int_equal(rc_of(s, c3), 1);
+    expect_stale(s, c2);
+    expect_payload(s, a, 64, 3, 5);
+    sal_heap_stats after = tu_stats(h);
+    assert_int_equal(after.live_objects, before.live_objects);
+    assert_int_equal(after.live_bytes, before.live_bytes);
+
+    /* Freeing a reports the dangling child and frees the rest. */
+    TU_OK(sal_release(s, parent));
+    TU_ERR(sal_release(s, a), SAL_ECORRUPT);
+    expect_stale(s, c1);
+    expect_stale(s, c3);
+    assert_int_equal(tu_stats(h).live_objects, 0);
+    tu_close_all(h, s);
+}
+
 int main(int argc, char **argv)
 {
     tu_init(argc, argv);
     const struct CMUnitTest tests[] = {
         TU_TEST(write_unique_in_place),
         TU_TEST(write_shared_copies),
+        TU_TEST(write_shared_dangling_child),
         TU_TEST(write_committed_copies),
         TU_TEST(write_child_unique_in_place),
         TU_TEST(write_child_shared_copies),

@@ -385,6 +385,11 @@ SAL_API int sal_release(sal_session *session, sal_id id);
  * ends; the object is then "writable in this section", which is what
  * sal_write_child() asks of a parent.
  *
+ * If a child of the object to copy cannot be retained (its id is dangling:
+ * damage, or a count released once too often), the error is the one that
+ * child's id gets (SAL_ESTALE, SAL_EBADID, SAL_ECORRUPT) and nothing
+ * changed: no copy, *id_inout and your reference as they were.
+ *
  * Do not pass an id that you read out of a parent's child slot: that
  * reference belongs to the parent; use sal_write_child(). */
 SAL_API int sal_write(sal_session *session, sal_id *id_inout, void **ptr_out);
@@ -396,7 +401,9 @@ SAL_API int sal_write(sal_session *session, sal_id *id_inout, void **ptr_out);
  * reference to the old child is released.  *child_id_out (may be NULL)
  * gets the child's id as it now stands in the slot; *ptr_out is writable
  * until the section ends, and the child is now writable in this section.
- * Errors also: SAL_EINVAL (slot >= parent's nrefs, or the slot is null). */
+ * Errors also: SAL_EINVAL (slot >= parent's nrefs, or the slot is null);
+ * a dangling grandchild fails the copy as in sal_write(), and the slot
+ * keeps the old child. */
 SAL_API int sal_write_child(sal_session *session, sal_id parent, unsigned slot,
                             sal_id *child_id_out, void **ptr_out);
 

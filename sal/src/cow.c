@@ -30,10 +30,27 @@ static int writable_in_place(sal_heap *h, uint64_t e, sal_object_header *hdr)
     return sal_entry_rc(e) == 1 && !sal_object_committed(h, sal_heap_offset(h, hdr));
 }
 
+/* Take back a copy that nobody has seen: its first `retained` children
+ * lose the count the copy gave them, and it dies without touching the
+ * others (it holds no count of theirs). */
+static void cow_discard(sal_session *s, sal_id copy, sal_object_header *nh, unsigned retained)
+{
+    const sal_id *child = (const sal_id *)(nh + 1);
+    for (unsigned i = 0; i < retained; i++)
+        if (child[i] != SAL_NULL_ID)
+            (void)sal_release_internal(s, child[i]);
+    _Atomic uint64_t *slot = &s->heap->table[sal_id_index(copy)];
+    uint64_t dead = atomic_load(slot) - SAL_ENTRY_RC_ONE; /* its one count */
+    atomic_store(slot, dead);
+    (void)sal_object_die(s, copy, dead, 1);
+}
+
 /* Copy `old` (entry e, header hdr) to a new object that the caller will
  * own, and drop the caller's reference to `old`.  When that reference was
  * the only one, the copy takes the children over; otherwise it retains
- * them. */
+ * them.  If a child cannot be retained (a dangling id: damage, or a count
+ * released once too often), the copy is taken back and `old` stays as it
+ * was, with the caller's reference: *new_id is SAL_NULL_ID. */
 static int cow_copy(sal_session *s, sal_id old, uint64_t e, sal_object_header *hdr,
                     sal_id *new_id, sal_object_header **new_hdr)
 {
@@ -54,11 +71,13 @@ static int cow_copy(sal_session *s, sal_id old, uint64_t e, sal_object_header *h
         err = sal_object_die(s, old, e, 1);
     } else {
         const sal_id *child = (const sal_id *)(nh + 1);
-        for (unsigned i = 0; i < nh->nrefs; i++)
-            if (child[i] != SAL_NULL_ID && (err = sal_retain_internal(h, child[i])))
-                break;
-        if (!err)
-            err = sal_release_internal(s, old);
+        for (unsigned i = 0; i < nh->nrefs; i++) {
+            if (child[i] != SAL_NULL_ID && (err = sal_retain_internal(h, child[i]))) {
+                cow_discard(s, id, nh, i);
+                return err;
+            }
+        }
+        err = sal_release_internal(s, old);
     }
     *new_id = id;
     *new_hdr = nh;

@@ -292,6 +292,10 @@ void sal_segment_prepare(sal_heap *h, uint64_t seg, int by_provider);
 void sal_provider_wait_for_commit(sal_heap *h);
 /* Reclaim pending segments whose readers and commits are past. */
 void sal_segments_reclaim(sal_heap *h);
+/* sync.c, test builds (SAL_TEST_HOOKS; ENOSYS otherwise): call fn(arg) in
+ * every commit's cut, with seg_lock held, after the segment records are
+ * taken and before the cut epoch advances.  NULL removes it. */
+int sal_test_cut_hook(void (*fn)(void *), void *arg);
 /* A retired segment whose live bytes are zero becomes pending. */
 void sal_segment_claim_if_empty(sal_heap *h, uint64_t seg);
 /* The session gives its arena back: kept as partial (keep_partial, a

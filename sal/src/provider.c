@@ -399,7 +399,8 @@ int sal_segment_take(sal_heap *h, uint64_t *seg_out, uint64_t *start_used)
 
 /* A retired segment with no live bytes becomes pending.  The state moves
  * by compare-and-swap, so that only one of the threads that see it empty
- * queues it. */
+ * queues it.  Called with seg_lock held (sal_segment_claim_if_empty says
+ * why). */
 static int claim_empty(sal_heap *h, uint64_t seg)
 {
     sal_segment *g = &h->segments[seg];
@@ -428,11 +429,16 @@ static void claim_empty_locked(sal_heap *h, uint64_t seg)
 
 void sal_segment_claim_if_empty(sal_heap *h, uint64_t seg)
 {
-    /* The compare-and-swap needs no lock: take it only to queue. */
-    if (!claim_empty(h, seg))
+    sal_segment *g = &h->segments[seg];
+    if (!atomic_load(&g->retired) || atomic_load(&g->live_bytes) != 0)
         return;
+    /* The compare-and-swap alone decides who claims, but under seg_lock: a
+     * commit's cut lists the full segments as used and then advances the
+     * cut epoch, under that lock.  A claim in between would tag the segment
+     * with the commit before, and the segment would be reused once the
+     * commit ends, while that commit still lists it (crash rule 2). */
     pthread_mutex_lock(&h->seg_lock);
-    pending_push_locked(h, seg);
+    claim_empty_locked(h, seg);
     pthread_mutex_unlock(&h->seg_lock);
 }
 

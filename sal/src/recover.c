@@ -206,8 +206,10 @@ int sal_recover(sal_heap *h, sal_segment_record *rec, int same_boot,
     marker m = {.h = h, .rec = rec, .nseg = nseg, .hwm = hwm, .rep = rep,
                 .old_entries = old_entries};
     m.seg_live = calloc(nseg ? nseg : 1, sizeof *m.seg_live);
-    if (!m.seg_live)
+    if (!m.seg_live) {
+        free(old_entries);
         return SAL_ENOMEM;
+    }
     for (unsigned r = 0; r < SAL_ROOT_COUNT; r++) {
         sal_id root = h->committed.roots[r];
         if (root != SAL_NULL_ID && !mark_ref(&m, root)) {

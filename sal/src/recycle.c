@@ -97,11 +97,17 @@ static void sweep(sal_heap *h, uint64_t seg, uint64_t used, hole_list *out)
             uint64_t next = sal_padding_end(off, word);
             uint32_t index = 0;
             if (!next) {
+                /* A whole header below `used` before reading it: the last
+                 * segment of the file may end right after the word read. */
+                if (off + sizeof(sal_object_header) > used) {
+                    stop = 1;
+                    break;
+                }
                 const sal_object_header *hdr = (const sal_object_header *)(base + off);
                 uint64_t span = sal_object_span(hdr->size_bytes);
                 index = sal_id_index(hdr->id);
-                if (off + sizeof *hdr > used || index == 0 || index >= hwm ||
-                    (hdr->id >> 56) || hdr->size_bytes > max_size || span > used - off) {
+                if (index == 0 || index >= hwm || (hdr->id >> 56) ||
+                    hdr->size_bytes > max_size || span > used - off) {
                     stop = 1;
                     break;
                 }

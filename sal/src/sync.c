@@ -24,6 +24,7 @@
  *     current, then flushed by mode.  Only then are the ids and segments
  *     released since the previous cut handed back for reuse (crash rule 2).
  */
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -35,6 +36,34 @@
 static _Thread_local int thread_write_sections;
 
 void sal_thread_write_sections_add(int delta) { thread_write_sections += delta; }
+
+#if SAL_TEST_HOOKS
+static void (*_Atomic cut_hook)(void *);
+static void *_Atomic cut_hook_arg;
+
+int sal_test_cut_hook(void (*fn)(void *), void *arg)
+{
+    atomic_store(&cut_hook_arg, arg);
+    atomic_store(&cut_hook, fn);
+    return 0;
+}
+
+/* Inside the cut, segment records taken, cut epoch not yet advanced. */
+static void cut_hook_run(void)
+{
+    void (*fn)(void *) = atomic_load(&cut_hook);
+    if (fn)
+        fn(atomic_load(&cut_hook_arg));
+}
+#else
+int sal_test_cut_hook(void (*fn)(void *), void *arg)
+{
+    (void)fn;
+    (void)arg;
+    return ENOSYS;
+}
+static void cut_hook_run(void) {}
+#endif
 
 
 typedef struct range {
@@ -231,6 +260,7 @@ static int cut_take(sal_heap *h, cut *c, int mode, sal_id *roots_out)
                                ? s->roots[r]
                                : SAL_NULL_ID;
     }
+    cut_hook_run();
     if (!err)
         atomic_store(&h->cut_epoch, s->epoch);
     pthread_mutex_unlock(&h->seg_lock);
