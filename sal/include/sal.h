@@ -368,7 +368,10 @@ SAL_API int sal_retain(sal_session *session, sal_id id);
  * reclaimed: ids of objects that were never committed are reusable at once,
  * committed ones only after the next commit no longer references them.
  * Errors: SAL_EBADID, SAL_ESTALE, SAL_ENOMEM (bookkeeping memory for a very
- * wide free ran out: what was not freed is left for recovery to find). */
+ * wide free ran out: what was not freed is left for recovery to find; the
+ * heap's close is then not clean, and the next open needs SAL_OPEN_RECOVER,
+ * whose recovery frees it), SAL_ECORRUPT (a child id of a dying object
+ * named no object: the rest was freed). */
 SAL_API int sal_release(sal_session *session, sal_id id);
 
 /* ------------------------------------------------------------------------

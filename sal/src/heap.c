@@ -501,7 +501,9 @@ int sal_heap_close(sal_heap *h)
     if (!h->readonly) {
         sal_provider_stop(h);
         pthread_mutex_lock(&h->sync_lock);
-        err = sal_commit(h, SAL_SYNC_DURABLE, 1, NULL);
+        /* Clean only if the counts are right: a free that ran out of
+         * memory left objects for the next open's recovery. */
+        err = sal_commit(h, SAL_SYNC_DURABLE, !atomic_load(&h->counts_unsure), NULL);
         pthread_mutex_unlock(&h->sync_lock);
     }
     heap_free(h);

@@ -225,6 +225,10 @@ struct sal_heap {
     uint64_t last_take_ns;             /* CLOCK_MONOTONIC when a session
                                           last took a ready segment */
     _Atomic uint64_t alloc_waits;
+    /* A free ran out of memory and left dying objects (count 0, entry not
+     * free, bytes counted): the close is not clean, so the next open
+     * recounts and frees them. */
+    _Atomic int counts_unsure;
     /* Folio policy for segments prepared from now on (see provider.c):
      * 0 large (2 MiB) folios, 1 small (32 KiB). */
     _Atomic int small_folios;
@@ -296,6 +300,9 @@ void sal_segments_reclaim(sal_heap *h);
  * every commit's cut, with seg_lock held, after the segment records are
  * taken and before the cut epoch advances.  NULL removes it. */
 int sal_test_cut_hook(void (*fn)(void *), void *arg);
+/* session.c, test builds (ENOSYS otherwise): while `on`, every id vector
+ * that must grow fails with SAL_ENOMEM. */
+int sal_test_id_vec_fail(int on);
 /* A retired segment whose live bytes are zero becomes pending. */
 void sal_segment_claim_if_empty(sal_heap *h, uint64_t seg);
 /* The session gives its arena back: kept as partial (keep_partial, a

@@ -210,8 +210,10 @@ static __attribute__((noinline)) int object_die_tree(sal_session *s, sal_id id)
     sal_heap *h = s->heap;
     int result = 0;
     s->work.len = 0;
-    if (sal_id_vec_push(&s->work, id))
+    if (sal_id_vec_push(&s->work, id)) {
+        atomic_store(&h->counts_unsure, 1);
         return SAL_ENOMEM;
+    }
     while (s->work.len > 0) {
         sal_id victim = s->work.ids[--s->work.len];
         uint64_t e = atomic_load_explicit(&h->table[sal_id_index(victim)],
@@ -228,8 +230,11 @@ static __attribute__((noinline)) int object_die_tree(sal_session *s, sal_id id)
             sal_object_header *ch;
             int died = entry_decrement(h, child[i], &ch);
             if (died == 1) {
-                if (sal_id_vec_push(&s->work, child[i]))
-                    result = SAL_ENOMEM; /* left for recovery to free */
+                if (sal_id_vec_push(&s->work, child[i])) {
+                    /* Left for recovery to free: the close says so. */
+                    atomic_store(&h->counts_unsure, 1);
+                    result = SAL_ENOMEM;
+                }
             } else if (died < 0) {
                 result = SAL_ECORRUPT; /* a dangling child id */
             }

@@ -16,10 +16,29 @@
 
 #include "internal.h"
 
+#if SAL_TEST_HOOKS
+static _Atomic int id_vec_fail;
+int sal_test_id_vec_fail(int on)
+{
+    atomic_store(&id_vec_fail, on);
+    return 0;
+}
+#else
+int sal_test_id_vec_fail(int on)
+{
+    (void)on;
+    return ENOSYS;
+}
+#endif
+
 int sal_id_vec_reserve(sal_id_vec *v, size_t more)
 {
     if (v->len + more <= v->cap)
         return 0;
+#if SAL_TEST_HOOKS
+    if (atomic_load(&id_vec_fail))
+        return SAL_ENOMEM;
+#endif
     size_t cap = v->cap ? v->cap : 256;
     while (cap < v->len + more)
         cap *= 2;
