@@ -17,6 +17,13 @@
  *
  * Stray writes: a write through a pointer obtained before a sync, to an
  * object that sync committed, must die of SIGSEGV (forked child).
+ *
+ * Found by a review, each failing before its fix: a failed durable slot
+ * flush followed by a protect commit (epochs), a power loss after a
+ * recovering open (what a volatile slot's bytes are), a failed durable
+ * slot that reaches the disk (its segments wait for a durable commit), a
+ * stale generation met by recovery's marking, and generations kept by a
+ * same-boot recovery.
  */
 #include "test_util.h"
 
@@ -709,10 +716,403 @@ static void stray_write_after_failed_mprotect(void **state)
         fail_msg("status %#x, expected SIGSEGV", status);
 }
 
+/* A durable sync whose slot flush fails (the slot is in the page cache and
+ * may reach the disk), then a protect sync that succeeds, then a kill: open
+ * must find the protect commit.  It once got the failed commit's epoch
+ * again, and the tie went to the failed durable slot. */
+static void failed_durable_slot_then_protect(void **state)
+{
+    NEED_HOOKS();
+    tu_ctx *c = *state;
+    phase ph[2] = {{30, SAL_SYNC_DURABLE, 0, SAL_OS_MSYNC, EIO, 0},
+                   {5, SAL_SYNC_PROTECT, 0, 0, 0, 0}};
+    scenario_out out = run_scenario(c, ph, 1);
+    long n1 = out.ph[0].msyncs;
+    assert_true(n1 >= 2);
+    ph[0].fault = 1;
+    ph[0].after = n1 - 1; /* the slot flush fails */
+    out = run_scenario(c, ph, 2);
+    TU_ERR(out.ph[0].rc, EIO);
+    TU_OK(out.ph[1].rc);
+    cw_state got = look(c, 0);
+    print_message("failed_durable_slot_then_protect: a=%016" PRIx64 " failed=%016" PRIx64 " protect=%016" PRIx64 " got=%016" PRIx64 "\n",
+                  out.a.digest, out.ph[0].state.digest, out.ph[1].state.digest, got.digest);
+    EXPECT_STATE(got, out.ph[1].state, "killed after a failed durable and a good protect sync");
+}
+
+/* A durable commit, a protect commit, a kill, a same-boot SAL_OPEN_RECOVER
+ * open (whose own commit is durable), then a power loss with no page
+ * written back beyond the durable flushes: the protect commit's state must
+ * survive.  The open's durable commit once flushed nothing, taking the
+ * opened volatile slot's bytes for durable ones. */
+typedef struct pcb_arg { const char *path, *shadow; int wfd; } pcb_arg;
+typedef struct pcb_out { int step, rc; cw_state a, p; } pcb_out;
+
+static int pcb_child(void *argp)
+{
+    pcb_arg *a = argp;
+    pcb_out out;
+    memset(&out, 0, sizeof out);
+    sal_options o = small_options();
+    sal_heap *h;
+    sal_session *s, *reader;
+    uint64_t rng = 4242;
+    int rc;
+    if ((rc = sal_os_powercut_arm(a->shadow, -1))) { out.step = 1, out.rc = rc; goto send; }
+    if ((rc = sal_heap_open(a->path, &o, &h)) || (rc = sal_session_open(h, &s)) ||
+        (rc = sal_reader_open(h, &reader))) { out.step = 2, out.rc = rc; goto send; }
+    phase_out po;
+    if ((rc = build(s, &rng, 30)) || do_sync(h, reader, SAL_SYNC_DURABLE, &po) || po.rc) {
+        out.step = 3, out.rc = rc ? rc : po.rc; goto send; }
+    out.a = po.state;
+    if ((rc = build(s, &rng, 30)) || do_sync(h, reader, SAL_SYNC_PROTECT, &po) || po.rc) {
+        out.step = 4, out.rc = rc ? rc : po.rc; goto send; }
+    out.p = po.state;
+send:
+    if (write(a->wfd, &out, sizeof out) != (ssize_t)sizeof out)
+        return 3;
+    return 0; /* killed: no close */
+}
+
+static void powercut_after_recovering_open(void **state)
+{
+    NEED_HOOKS();
+    tu_ctx *c = *state;
+    char shadow[600], image[600];
+    snprintf(shadow, sizeof shadow, "%s/shadow", c->dir);
+    snprintf(image, sizeof image, "%s/image", c->dir);
+    sal_options o = small_options();
+    sal_heap *h;
+    TU_OK(sal_heap_create(c->path, &o, &h));
+    TU_OK(sal_heap_close(h));
+    size_t len = 0;
+    uint8_t *buf = tu_read_file(c->path, &len);
+    assert_non_null(buf);
+    FILE *f = fopen(shadow, "wb"); assert_non_null(f);
+    assert_int_equal(fwrite(buf, 1, len, f), len); fclose(f); free(buf);
+
+    int fds[2];
+    assert_int_equal(pipe(fds), 0);
+    pcb_arg a = {c->path, shadow, fds[1]};
+    int status = tu_in_child(pcb_child, &a);
+    close(fds[1]);
+    pcb_out out;
+    assert_int_equal(read(fds[0], &out, sizeof out), (ssize_t)sizeof out);
+    close(fds[0]);
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    if (out.step) fail_msg("child step %d rc %d", out.step, out.rc);
+
+    /* Same boot: recover (the open writes a durable commit of that state). */
+    TU_OK(sal_os_powercut_arm(shadow, -1));
+    o.flags = SAL_OPEN_RECOVER;
+    TU_OK(sal_heap_open(c->path, &o, &h));
+    sal_recovery_report rep;
+    TU_OK(sal_heap_recovery_report(h, &rep));
+    assert_int_equal(rep.recovered, 1);
+    /* Power cut now: the disk is the shadow (no page written back). */
+    size_t rlen = 0;
+    uint8_t *real = tu_read_file(c->path, &rlen);
+    buf = tu_read_file(shadow, &len);
+    assert_non_null(real); assert_non_null(buf);
+    uint8_t *img = calloc(1, rlen);
+    memcpy(img, buf, len < rlen ? len : rlen);
+    free(buf); free(real);
+    TU_OK(sal_heap_close(h));
+    sal_os_powercut_arm(NULL, -1);
+    f = fopen(c->path, "wb"); assert_non_null(f);
+    assert_int_equal(fwrite(img, 1, rlen, f), rlen); fclose(f); free(img);
+
+    sal_options ro = small_options();
+    ro.flags = SAL_OPEN_READONLY;
+    sal_os_boot_id_override(other_boot);
+    int rc = sal_heap_open(c->path, &ro, &h);
+    sal_os_boot_id_override(NULL);
+    if (rc) fail_msg("read-only open after the power cut: %d (%s)", rc, sal_strerror(rc));
+    TU_OK(sal_heap_recovery_report(h, &rep));
+    print_message("powercut_after_recovering_open: after power cut: recovered=%d swept=%d dangling=%" PRIu64 " damaged=%" PRIu64
+                  " roots_cleared=%" PRIu64 " live=%" PRIu64 "\n", rep.recovered, rep.swept,
+                  (uint64_t)rep.dangling_refs, (uint64_t)rep.damaged_headers,
+                  (uint64_t)rep.roots_cleared, (uint64_t)rep.objects_live);
+    cw_state st;
+    char err[512];
+    int bad = cw_check_heap(h, THREADS, CW_CHECK_READONLY, &st, err, sizeof err);
+    sal_heap_close(h);
+    if (bad) fail_msg("after the power cut: %s", err);
+    print_message("powercut_after_recovering_open: a=%016" PRIx64 " p=%016" PRIx64 " got=%016" PRIx64 "\n", out.a.digest, out.p.digest, st.digest);
+    EXPECT_STATE(st, out.p, "power loss after a recovering open's durable commit");
+}
+
+/* A child slot holding another generation of an object that recovery has
+ * already marked: reported dangling, not counted as one more reference. */
+static void recovery_stale_generation_dangles(void **state)
+{
+    tu_ctx *c = *state;
+    sal_options o = small_options();
+    sal_heap *h;
+    sal_session *s;
+    TU_OK(sal_heap_create(c->path, &o, &h));
+    TU_OK(sal_session_open(h, &s));
+    TU_OK(sal_write_begin(s));
+    sal_id x, par;
+    void *p;
+    TU_OK(sal_alloc(s, 16, 0, 1, &x, &p));
+    memset(p, 0x5a, 16);
+    TU_OK(sal_alloc(s, 32, 2, 2, &par, &p));
+    uint64_t *w = p;
+    w[2] = 0xDEADBEEFCAFEF00Dull;
+    w[3] = 0x1122334455667788ull;
+    TU_OK(sal_set_child(s, par, 0, x));
+    TU_OK(sal_root_set(s, 0, par));
+    TU_OK(sal_write_end(s));
+    TU_OK(sal_session_close(s));
+    TU_OK(sal_heap_close(h));
+    size_t len = 0;
+    uint8_t *buf = tu_read_file(c->path, &len);
+    assert_non_null(buf);
+    const uint64_t marker[2] = {0xDEADBEEFCAFEF00Dull, 0x1122334455667788ull};
+    uint8_t *m = memmem(buf, len, marker, sizeof marker);
+    assert_non_null(m);
+    uint64_t off = (uint64_t)((uintptr_t)m - (uintptr_t)buf) - 8; /* child slot 1 */
+    free(buf);
+    sal_id stale = x + (1ull << 32); /* same index, next generation */
+    TU_OK(tu_patch(c->path, off, &stale, 8));
+    o.flags = SAL_OPEN_REPAIR;
+    TU_OK(sal_heap_open(c->path, &o, &h));
+    sal_recovery_report rep;
+    TU_OK(sal_heap_recovery_report(h, &rep));
+    TU_OK(sal_session_open(h, &s));
+    sal_object_info info;
+    TU_OK(sal_info(s, x, &info));
+    print_message("recovery_stale_generation_dangles: dangling=%" PRIu64 " objects_live=%" PRIu64 " refcount(x)=%u (true: 1)\n",
+                  (uint64_t)rep.dangling_refs, (uint64_t)rep.objects_live, info.refcount);
+    sal_session_close(s);
+    sal_heap_close(h);
+    assert_int_equal(rep.dangling_refs, 1);
+    assert_int_equal(info.refcount, 1);
+}
+
+/* A durable sync whose slot flush fails (the slot may still reach the disk),
+ * a segment first committed by it emptied, two protect syncs, the segment's
+ * space wanted again; a power loss with every page written back.  Open may
+ * take the failed slot: its segment must not have been reused (it waits for
+ * a durable commit that succeeds, as for one listed by a durable commit). */
+typedef struct d_out { int step, rc; cw_state a, f; uint64_t segs_before, segs_after; } d_out;
+typedef struct d_arg { const char *path; int wfd; } d_arg;
+
+static int make_list(sal_session *s, unsigned root, int n, uint64_t seed)
+{
+    int rc;
+    if ((rc = sal_write_begin(s)))
+        return rc;
+    for (int i = 0; i < n; i++) {
+        sal_id node, prev;
+        void *p;
+        if ((rc = sal_alloc(s, 8192, 1, 3, &node, &p)))
+            return rc;
+        tu_fill(p, 8192, 8, seed + (uint64_t)i);
+        if ((rc = sal_root_get(s, root, &prev)) || (rc = sal_set_child(s, node, 0, prev)) ||
+            (rc = sal_root_set(s, root, node)))
+            return rc;
+    }
+    return sal_write_end(s);
+}
+
+static int d_child(void *argp)
+{
+    d_arg *a = argp;
+    d_out out;
+    memset(&out, 0, sizeof out);
+    sal_options o = small_options();
+    sal_heap *h;
+    sal_session *s, *reader;
+    uint64_t rng = 99;
+    int rc;
+    phase_out po;
+    if ((rc = sal_heap_create(a->path, &o, &h)) || (rc = sal_session_open(h, &s)) ||
+        (rc = sal_reader_open(h, &reader))) { out.step = 1, out.rc = rc; goto send; }
+    if ((rc = build(s, &rng, 20)) || do_sync(h, reader, SAL_SYNC_DURABLE, &po) || po.rc) {
+        out.step = 2, out.rc = rc; goto send; }
+    out.a = po.state;
+    if ((rc = make_list(s, 9, 300, 1000))) { out.step = 3, out.rc = rc; goto send; }
+    sal_os_fault_set(SAL_OS_MSYNC, EIO, 1, 1); /* records flush ok, slot flush fails */
+    if (do_sync(h, reader, SAL_SYNC_DURABLE, &po) || po.rc != EIO) {
+        out.step = 4, out.rc = po.rc; goto send; }
+    sal_os_fault_clear_all();
+    out.f = po.state;
+    /* the list dies */
+    sal_id old;
+    if ((rc = sal_write_begin(s)) || (rc = sal_root_get(s, 9, &old)) ||
+        (rc = sal_release(s, old)) || (rc = sal_root_set(s, 9, SAL_NULL_ID)) ||
+        (rc = sal_write_end(s))) { out.step = 5, out.rc = rc; goto send; }
+    if (do_sync(h, reader, SAL_SYNC_PROTECT, &po) || po.rc ||
+        do_sync(h, reader, SAL_SYNC_PROTECT, &po) || po.rc) { out.step = 6, out.rc = po.rc; goto send; }
+    sal_heap_stats st;
+    sal_heap_stats_get(h, &st);
+    /* new data into the freed segments */
+    if ((rc = make_list(s, 10, 300, 555555))) { out.step = 7, out.rc = rc; goto send; }
+    if (do_sync(h, reader, SAL_SYNC_PROTECT, &po) || po.rc) { out.step = 8, out.rc = po.rc; goto send; }
+send:
+    if (write(a->wfd, &out, sizeof out) != (ssize_t)sizeof out)
+        return 3;
+    return 0;
+}
+
+static void failed_slot_on_disk_keeps_segment(void **state)
+{
+    NEED_HOOKS();
+    tu_ctx *c = *state;
+    int fds[2];
+    assert_int_equal(pipe(fds), 0);
+    d_arg a = {c->path, fds[1]};
+    int status = tu_in_child(d_child, &a);
+    close(fds[1]);
+    d_out out;
+    assert_int_equal(read(fds[0], &out, sizeof out), (ssize_t)sizeof out);
+    close(fds[0]);
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    if (out.step) fail_msg("child step %d rc %d (%s)", out.step, out.rc, sal_strerror(out.rc));
+    /* Power loss with every page on disk (the kernel wrote all back). */
+    sal_options ro = small_options();
+    ro.flags = SAL_OPEN_READONLY;
+    sal_os_boot_id_override(other_boot);
+    sal_heap *h;
+    int rc = sal_heap_open(c->path, &ro, &h);
+    sal_os_boot_id_override(NULL);
+    if (rc) fail_msg("open: %d (%s)", rc, sal_strerror(rc));
+    sal_recovery_report rep;
+    TU_OK(sal_heap_recovery_report(h, &rep));
+    print_message("failed_slot_on_disk_keeps_segment: dangling=%" PRIu64 " damaged=%" PRIu64 " roots_cleared=%" PRIu64
+                  " live=%" PRIu64 "\n", (uint64_t)rep.dangling_refs, (uint64_t)rep.damaged_headers,
+                  (uint64_t)rep.roots_cleared, (uint64_t)rep.objects_live);
+    cw_state st;
+    char err[512];
+    int bad = cw_check_heap(h, THREADS, CW_CHECK_READONLY, &st, err, sizeof err);
+    sal_heap_close(h);
+    if (bad) fail_msg("after the power cut: %s", err);
+    EXPECT_EITHER(st, out.a, out.f, "power loss after a failed durable slot flush");
+}
+
+/* A committed object reachable from no root, only held by a session, then a
+ * kill: the same-boot recovery frees its entry, which must keep the
+ * generation of its header.  It once fell back to 0: the entry's next id was
+ * older than the dead header still in a committed range, and after a later
+ * power loss the sweep took the dead header for the newer object. */
+typedef struct e_arg { const char *path; int wfd; } e_arg;
+typedef struct e_out { int step, rc; sal_id x; } e_out;
+
+static int e_child(void *argp)
+{
+    e_arg *a = argp;
+    e_out out;
+    memset(&out, 0, sizeof out);
+    sal_options o = small_options();
+    sal_heap *h;
+    sal_session *s;
+    int rc;
+    void *p;
+    sal_id z, t, x = 0;
+    if ((rc = sal_heap_create(a->path, &o, &h)) || (rc = sal_session_open(h, &s))) {
+        out.step = 1, out.rc = rc; goto send; }
+    if ((rc = sal_write_begin(s)) || (rc = sal_alloc(s, 64, 0, 1, &z, &p)) ||
+        (rc = sal_root_set(s, 0, z))) { out.step = 2, out.rc = rc; goto send; }
+    /* the same entry, several generations: allocate and release at once */
+    for (int k = 0; k < 3; k++) {
+        if ((rc = sal_alloc(s, 64, 0, 1, &t, &p)) || (rc = sal_release(s, t))) {
+            out.step = 3, out.rc = rc; goto send; }
+    }
+    if ((rc = sal_alloc(s, 64, 0, 1, &x, &p))) { out.step = 4, out.rc = rc; goto send; }
+    memset(p, 0x77, 64);
+    if ((rc = sal_write_end(s))) { out.step = 5, out.rc = rc; goto send; }
+    /* x: held by this session only, committed, unreachable from the roots */
+    if ((rc = sal_sync(h, SAL_SYNC_DURABLE))) { out.step = 6, out.rc = rc; goto send; }
+    out.x = x;
+send:
+    if (write(a->wfd, &out, sizeof out) != (ssize_t)sizeof out)
+        return 3;
+    return 0; /* killed */
+}
+
+static void same_boot_recovery_keeps_generations(void **state)
+{
+    NEED_HOOKS();
+    tu_ctx *c = *state;
+    char shadow[600];
+    snprintf(shadow, sizeof shadow, "%s/shadow", c->dir);
+    int fds[2];
+    assert_int_equal(pipe(fds), 0);
+    e_arg a = {c->path, fds[1]};
+    int status = tu_in_child(e_child, &a);
+    close(fds[1]);
+    e_out out;
+    assert_int_equal(read(fds[0], &out, sizeof out), (ssize_t)sizeof out);
+    close(fds[0]);
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    if (out.step) fail_msg("child step %d rc %d (%s)", out.step, out.rc, sal_strerror(out.rc));
+    print_message("same_boot_recovery_keeps_generations: x = index %u gen %u\n", (unsigned)(out.x & 0xffffffffu), (unsigned)(out.x >> 32));
+    /* the disk holds everything the child wrote */
+    TU_OK(tu_copy_file(c->path, shadow));
+    TU_OK(sal_os_powercut_arm(shadow, -1));
+    sal_options o = small_options();
+    o.flags = SAL_OPEN_RECOVER;
+    sal_heap *h;
+    sal_session *s;
+    TU_OK(sal_heap_open(c->path, &o, &h));
+    TU_OK(sal_session_open(h, &s));
+    TU_OK(sal_write_begin(s));
+    sal_id reused = 0;
+    for (int i = 0; i < 1100; i++) {
+        sal_id node, prev;
+        void *p;
+        TU_OK(sal_alloc(s, 16, 1, 2, &node, &p));
+        if ((node & 0xffffffffu) == (out.x & 0xffffffffu))
+            reused = node;
+        TU_OK(sal_root_get(s, 1, &prev));
+        TU_OK(sal_set_child(s, node, 0, prev));
+        TU_OK(sal_root_set(s, 1, node));
+    }
+    TU_OK(sal_write_end(s));
+    print_message("same_boot_recovery_keeps_generations: entry reused as gen %u\n", (unsigned)(reused >> 32));
+    TU_OK(sal_sync(h, SAL_SYNC_DURABLE));
+    /* power cut now: the disk is the shadow */
+    size_t rlen = 0, len = 0;
+    uint8_t *real = tu_read_file(c->path, &rlen);
+    uint8_t *buf = tu_read_file(shadow, &len);
+    assert_non_null(real); assert_non_null(buf);
+    uint8_t *img = calloc(1, rlen);
+    memcpy(img, buf, len < rlen ? len : rlen);
+    free(buf); free(real);
+    sal_os_powercut_arm(NULL, -1);
+    TU_OK(sal_session_close(s));
+    TU_OK(sal_heap_close(h));
+    FILE *f = fopen(c->path, "wb"); assert_non_null(f);
+    assert_int_equal(fwrite(img, 1, rlen, f), rlen); fclose(f); free(img);
+
+    sal_options ro = small_options();
+    ro.flags = SAL_OPEN_READONLY;
+    sal_os_boot_id_override(other_boot);
+    int rc = sal_heap_open(c->path, &ro, &h);
+    sal_os_boot_id_override(NULL);
+    if (rc) fail_msg("open: %d (%s)", rc, sal_strerror(rc));
+    sal_recovery_report rep;
+    TU_OK(sal_heap_recovery_report(h, &rep));
+    print_message("same_boot_recovery_keeps_generations: after power cut: swept=%d dangling=%" PRIu64 " damaged=%" PRIu64
+                  " roots_cleared=%" PRIu64 " live=%" PRIu64 " (expect 1101)\n", rep.swept,
+                  (uint64_t)rep.dangling_refs, (uint64_t)rep.damaged_headers,
+                  (uint64_t)rep.roots_cleared, (uint64_t)rep.objects_live);
+    sal_heap_close(h);
+    assert_int_equal(rep.dangling_refs, 0);
+    assert_int_equal(rep.objects_live, 1101);
+}
+
 int main(int argc, char **argv)
 {
     tu_init(argc, argv);
     const struct CMUnitTest tests[] = {
+        FAULT_TEST(recovery_stale_generation_dangles),
+        FAULT_TEST(same_boot_recovery_keeps_generations),
+        FAULT_TEST(failed_slot_on_disk_keeps_segment),
+        FAULT_TEST(failed_durable_slot_then_protect),
+        FAULT_TEST(powercut_after_recovering_open),
         FAULT_TEST(durable_msync_fails_at_each_flush),
         FAULT_TEST(durable_data_write_fails),
         FAULT_TEST(async_sync_file_range_fails),

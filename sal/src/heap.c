@@ -252,7 +252,10 @@ static int load_state(sal_heap *h, const sal_segment_record *rec)
             atomic_store(&g->used_bytes, rec[i].used_bytes);
             /* Committed and finished: nobody bumps it again. */
             atomic_store(&g->protect_mark, h->segment_bytes);
-            g->durable_mark = h->segment_bytes;
+            /* Opened from a volatile slot (a protect or async commit, same
+             * boot), the bytes need not be on the disk: the next durable
+             * commit writes them all. */
+            g->durable_mark = h->committed.durable ? h->segment_bytes : 0;
             g->readonly_mark = h->readonly ? 0 : h->segment_bytes; /* protected below */
             h->opened_live_bytes += (int64_t)rec[i].live_bytes;
         } else {

@@ -87,6 +87,9 @@ typedef struct sal_segment {
                                      commit: nonzero means a power loss
                                      would bring these bytes back, so the
                                      segment waits for a durable commit */
+    int durable_listed;           /* a durable commit listed it, even one
+                                     that failed: its slot may still reach
+                                     the disk, so the same wait applies */
     /* recycle.c (guarded by seg_lock) */
     sal_hole *holes;              /* SEG_RECYCLABLE: its holes, in order */
     uint32_t nholes;

@@ -139,6 +139,7 @@ static int segment_pick_best_locked(sal_heap *h, int min_score, uint64_t *seg_ou
 static void segment_reset(sal_segment *g, int state)
 {
     g->durable_mark = 0; /* (g->folios stays: it describes the page cache) */
+    g->durable_listed = 0;
     g->readonly_mark = 0;
     atomic_store(&g->live_bytes, 0);
     atomic_store(&g->retired, 0);
@@ -253,7 +254,7 @@ static int pending_reusable(sal_heap *h, const sal_segment *g, uint64_t oldest)
         return 0; /* a section that may still see it is open */
     if (g->pending_commit && atomic_load(&h->commit_epoch) <= g->pending_commit)
         return 0; /* the last commit may reference it (crash rule 2) */
-    if (g->pending_commit && g->durable_mark &&
+    if (g->pending_commit && (g->durable_mark || g->durable_listed) &&
         atomic_load(&h->durable_epoch) <= g->pending_commit)
         return 0; /* the last durable commit may: a power loss would need it */
     return 1;

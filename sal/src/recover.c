@@ -116,6 +116,24 @@ static uint64_t locate(const marker *m, uint64_t off, sal_id id)
     return seg;
 }
 
+/* Entry `index` was live before a same-boot recovery and may have been left
+ * free: give it the generation of the header it located, if that header is
+ * still its own, so that the next id for it is newer. */
+static void restore_generation(sal_heap *h, uint64_t index)
+{
+    uint64_t e = atomic_load_explicit(&h->table[index], memory_order_relaxed);
+    uint64_t off = sal_entry_loc(e) << 3;
+    if (!(e & SAL_ENTRY_FREE) || off < h->data_offset ||
+        off + sizeof(sal_object_header) > h->committed.file_bytes)
+        return;
+    const sal_object_header *hdr = (const sal_object_header *)(h->base + off);
+    if (sal_id_index(hdr->id) == index && (hdr->id >> 56) == 0 &&
+        sal_gen_newer(sal_id_gen(hdr->id), sal_entry_gen(e)))
+        atomic_store_explicit(&h->table[index],
+                              sal_entry_make_free(sal_entry_loc(e), sal_id_gen(hdr->id)),
+                              memory_order_relaxed);
+}
+
 /* One reference to `id` from a live parent or a root.  Returns 1 if the
  * reference names a committed object (counted), 0 if it dangles. */
 static int mark_ref(marker *m, sal_id id)
@@ -129,7 +147,14 @@ static int mark_ref(marker *m, sal_id id)
     _Atomic uint64_t *slot = &h->table[idx];
     uint64_t e = atomic_load_explicit(slot, memory_order_relaxed);
     if (!(e & SAL_ENTRY_FREE)) {
-        /* Already marked: one more reference. */
+        /* Already marked: one more reference, if it names that object and
+         * not another generation of its entry (then it dangles). */
+        const sal_object_header *marked =
+            (const sal_object_header *)(h->base + (sal_entry_loc(e) << 3));
+        if (marked->id != id) {
+            m->rep->dangling_refs++;
+            return 0;
+        }
         if (sal_entry_rc(e) < SAL_ENTRY_RC_MAX)
             atomic_store_explicit(slot, e + SAL_ENTRY_RC_ONE, memory_order_relaxed);
         return 1;
@@ -180,6 +205,13 @@ int sal_recover(sal_heap *h, sal_segment_record *rec, int same_boot,
     uint64_t *old_entries = NULL;
     if (!same_boot && !(old_entries = calloc(hwm, sizeof *old_entries)))
         return SAL_ENOMEM;
+    /* In the same boot, which entries were live: those the marking leaves
+     * free get their generation back from the header they located (the
+     * forget below keeps only free entries' generations), so that no id
+     * comes back older than a header that may still be on the disk. */
+    uint8_t *was_live = NULL;
+    if (same_boot && !(was_live = calloc(hwm / 8 + 1, 1)))
+        return SAL_ENOMEM;
 
     /* 1. Forget. */
     for (uint64_t i = 1; i < hwm; i++) {
@@ -192,6 +224,8 @@ int sal_recover(sal_heap *h, sal_segment_record *rec, int same_boot,
         uint64_t loc = same_boot ? sal_entry_loc(e) : 0;
         if (old_entries)
             old_entries[i] = e;
+        if (was_live && !(e & SAL_ENTRY_FREE) && e != 0)
+            was_live[i / 8] |= (uint8_t)(1u << (i % 8));
         atomic_store_explicit(&table[i], sal_entry_make_free(loc, gen), memory_order_relaxed);
     }
 
@@ -208,6 +242,7 @@ int sal_recover(sal_heap *h, sal_segment_record *rec, int same_boot,
     m.seg_live = calloc(nseg ? nseg : 1, sizeof *m.seg_live);
     if (!m.seg_live) {
         free(old_entries);
+        free(was_live);
         return SAL_ENOMEM;
     }
     for (unsigned r = 0; r < SAL_ROOT_COUNT; r++) {
@@ -233,6 +268,7 @@ int sal_recover(sal_heap *h, sal_segment_record *rec, int same_boot,
     if (m.oom) {
         free(m.seg_live);
         free(old_entries);
+        free(was_live);
         return SAL_ENOMEM;
     }
     /* Entries left free keep the newer of the remembered and swept
@@ -247,6 +283,10 @@ int sal_recover(sal_heap *h, sal_segment_record *rec, int same_boot,
                                   memory_order_relaxed);
     }
     free(old_entries);
+    for (uint64_t i = 1; was_live && i < hwm; i++)
+        if (was_live[i / 8] & (1u << (i % 8)))
+            restore_generation(h, i);
+    free(was_live);
 
     /* Segments: live bytes recounted; empty ones are free. */
     for (uint64_t s = 0; s < nseg; s++) {

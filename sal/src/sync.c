@@ -221,6 +221,8 @@ static int cut_take(sal_heap *h, cut *c, int mode, sal_id *roots_out)
             if (used > 0 && (st == SEG_ACTIVE || st == SEG_PARTIAL || seg_finished(st))) {
                 c->records[i].state = SAL_SEGREC_USED;
                 c->records[i].used_bytes = used;
+                if (mode == SAL_SYNC_DURABLE)
+                    g->durable_listed = 1; /* whether this commit completes or not */
                 int64_t live = atomic_load(&g->live_bytes);
                 c->records[i].live_bytes = live > 0 ? (uint64_t)live : 0;
                 if (c->records[i].live_bytes > used)
@@ -244,7 +246,12 @@ static int cut_take(sal_heap *h, cut *c, int mode, sal_id *roots_out)
 
     sal_commit_slot *s = &c->slot;
     memcpy(s->magic, SAL_SLOT_MAGIC, 8);
-    s->epoch = h->committed.epoch + 1;
+    /* Newer than the last cut too, not only than the last commit written:
+     * a commit that failed after putting its slot in the page cache may
+     * still reach the disk with its epoch, and a tie would let open prefer
+     * it.  (Open raises committed.epoch above every slot's.) */
+    uint64_t last = atomic_load(&h->cut_epoch);
+    s->epoch = (last > h->committed.epoch ? last : h->committed.epoch) + 1;
     s->heap_uid[0] = h->sb.heap_uid[0];
     s->heap_uid[1] = h->sb.heap_uid[1];
     s->ids_high_water = atomic_load(&h->ids_high_water);
