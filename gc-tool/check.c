@@ -68,6 +68,8 @@ typedef struct checker {
     uint32_t *tc;       /* true counts (the check's view) */
     uint32_t *pc;       /* counts in the repair's view (NULL: same as tc) */
     uint64_t *rep_bytes;/* per segment: live bytes after the repair */
+    uint8_t *by_table[2]; /* the two views' bitmaps (mark_view.by_table) */
+    uint64_t *past[2];    /* the two views' mark_view.past_damage */
     uint64_t *work;     /* header offsets of reached objects with children */
     size_t wlen, wcap;
     suspect *sus;
@@ -130,6 +132,23 @@ static int header_fits(const checker *c, uint64_t off, uint64_t limit, uint32_t 
         return 0;
     *hdr_out = h;
     return 1;
+}
+
+/* The library's test of a location (recover.c, locate): does `off` hold,
+ * inside the committed range of a used segment as its record says, the
+ * header of exactly `id`, with its bytes inside that range too? */
+static int library_locates(const checker *c, uint64_t off, sal_id id)
+{
+    uint64_t s, rel;
+    sal_object_header h;
+    if (!seg_of(c, off, &s, &rel) || s >= c->nseg)
+        return 0;
+    const sal_segment_record *g = &c->hf->rec_raw[s];
+    if (g->state != SAL_SEGREC_USED || rel + sizeof h > g->used_bytes ||
+        !read_header(c, off, &h) || h.id != id)
+        return 0;
+    return rel + sal_object_span(h.size_bytes) <= g->used_bytes &&
+           (uint64_t)h.nrefs * 8 <= h.size_bytes;
 }
 
 /* ------------------------------------------------------------------------
@@ -294,6 +313,9 @@ static void check_entry(checker *c, uint32_t i, uint64_t e)
         if (header_fits(c, off, used_end, i, &h)) {
             uint64_t sw = c->sw[i];
             uint64_t damaged = r->segs[s].damaged_at;
+            uint64_t span = sal_object_span(h.size_bytes);
+            if (damaged != UINT64_MAX && rel < damaged && rel + span > damaged)
+                r->segs[s].live_after_damage++; /* its bytes cross the damage */
             if ((sw & SW_FOUND) && (sw & SW_LOC_MASK) == (off >> 3)) {
                 c->tstat[i] = T_OK;
                 add_table_bytes(c, off, sal_object_span(h.size_bytes));
@@ -415,7 +437,7 @@ static void classify_suspects(checker *c)
                         if (target == off && sal_id_index(h->id) == sp->index)
                             classify_suspect(c, sp, "the header of an older or superseded "
                                              "copy of its own index (the walk finds the "
-                                             "newest elsewhere): not", start + off, h->id,
+                                             "newest elsewhere)", start + off, h->id,
                                              span, 0);
                         else if (target == off)
                             classify_suspect(c, sp, "the header of", start + off, h->id, span,
@@ -466,9 +488,17 @@ static void check_table(checker *c)
         if (c->tstat[i] != T_BAD && c->tstat[i] != T_SUSPECT)
             continue;
         uint64_t sw = c->sw[i];
+        sal_object_header h;
+        uint64_t at = sal_entry_loc(c->table[i]) << 3;
+        if (read_header(c, at, &h) && sal_id_index(h.id) == i &&
+            library_locates(c, at, h.id)) {
+            /* A header of its own the library's repair finds there (by
+             * the table): its bytes count there. */
+            add_table_bytes(c, at, sal_object_span(h.size_bytes));
+            continue;
+        }
         if (!(sw & SW_FOUND))
             continue;
-        sal_object_header h;
         if (read_header(c, (sw & SW_LOC_MASK) << 3, &h))
             add_table_bytes(c, (sw & SW_LOC_MASK) << 3, sal_object_span(h.size_bytes));
     }
@@ -479,43 +509,57 @@ static void check_table(checker *c)
  * ------------------------------------------------------------------------ */
 
 typedef struct mark_view {
-    int repair_view;        /* 1: only what the library's sweep finds */
+    int repair_view;        /* 1: exactly what the library's repair keeps */
     uint32_t *counts;
+    uint8_t *by_table;      /* bitmap: marked where the table locates it */
+    uint64_t *past_damage;  /* per segment: reached objects that reach or
+                               cross its damaged header (NULL: not kept) */
     uint64_t objects, bytes, refs, dangling, roots_cleared;
-    uint64_t tonly_reached;
+    uint64_t tonly_reached;   /* reached only by the check's extra rule */
     uint64_t refs_to_damaged; /* references naming a damaged header */
     int record_damage;      /* report dangling and out-of-range references */
     int record_fixes;       /* record the child slots repair clears */
 } mark_view;
 
-/* Where the object with this index is, in this view; 0 if nowhere. */
-static uint64_t locate(const checker *c, const mark_view *v, sal_id id)
+static int bit_get(const uint8_t *b, uint32_t i) { return (b[i >> 3] >> (i & 7)) & 1; }
+static void bit_set(uint8_t *b, uint32_t i) { b[i >> 3] |= (uint8_t)(1u << (i & 7)); }
+
+/* Where the object `id` is, in this view; 0 if nowhere.  *by_table says
+ * whether the table's location was taken rather than the sweep's.
+ *
+ * Both views follow the library's repair (recover.c, mark_ref): the
+ * location its sweep found for the index (newest generation) if the
+ * header there carries exactly `id`; otherwise the location of a live
+ * entry of the table as it stands, if the header there carries exactly
+ * `id` inside a committed range.  The check's own view also takes what
+ * only the table locates outside the records' ranges (T_UNCOVERED), which
+ * the library's repair loses: that difference is `objects_lost`. */
+static uint64_t locate(const checker *c, mark_view *v, sal_id id, int *by_table)
 {
     uint32_t idx = sal_id_index(id);
     uint64_t sw = c->sw[idx];
-    if ((sw & SW_FOUND) &&
-        ((sw >> SW_GEN_SHIFT) & SAL_ID_GEN_MASK) == sal_id_gen(id))
+    *by_table = 0;
+    if ((sw & SW_FOUND) && ((sw >> SW_GEN_SHIFT) & SAL_ID_GEN_MASK) == sal_id_gen(id))
         return (sw & SW_LOC_MASK) << 3;
-    if (c->tonly[idx >> 3] & (1u << (idx & 7))) {
-        uint64_t e = c->table[idx];
-        uint64_t off = sal_entry_loc(e) << 3;
-        sal_object_header h;
-        if (!read_header(c, off, &h) || h.id != id)
-            return 0;
-        if (!v->repair_view)
-            return off;
-        /* The library's repair falls back to the old table location of a
-         * live entry when the header there carries the id and lies inside
-         * its segment record's committed range. */
-        uint64_t s, rel;
-        if (sal_entry_rc(e) != 0 &&
-            seg_of(c, off, &s, &rel) && s < c->nseg &&
-            c->hf->rec_raw[s].state == SAL_SEGREC_USED &&
-            rel + sal_object_span(h.size_bytes) <=
-                c->hf->rec_raw[s].used_bytes)
-            return off;
+    uint64_t e = c->table[idx];
+    uint64_t off = sal_entry_loc(e) << 3;
+    *by_table = 1;
+    if (!(e & SAL_ENTRY_FREE) && sal_entry_rc(e) != 0 && library_locates(c, off, id))
+        return off;
+    sal_object_header h;
+    if (!v->repair_view && bit_get(c->tonly, idx) && read_header(c, off, &h) && h.id == id) {
+        v->tonly_reached++;
+        return off;
     }
     return 0;
+}
+
+/* Where index `idx`, already marked in this view, was marked. */
+static uint64_t marked_at(const checker *c, const mark_view *v, uint32_t idx)
+{
+    if (bit_get(v->by_table, idx))
+        return sal_entry_loc(c->table[idx]) << 3;
+    return (c->sw[idx] & SW_LOC_MASK) << 3;
 }
 
 static void push_work(checker *c, uint64_t off)
@@ -569,7 +613,21 @@ static void mark_ref(checker *c, mark_view *v, sal_id id, int root, sal_id paren
     v->refs++;
     uint32_t idx = sal_id_index(id);
     int out_of_range = (id >> 56) || idx == 0 || idx >= c->hwm;
-    uint64_t off = out_of_range ? 0 : locate(c, v, id);
+    int by_table = 0;
+    uint64_t off = 0;
+    if (out_of_range) {
+        off = 0;
+    } else if (v->counts[idx] > 0) {
+        /* Already marked: one more reference only if it names exactly the
+         * object marked (the library's rule); another generation of the
+         * index dangles. */
+        sal_object_header hd;
+        off = marked_at(c, v, idx);
+        if (!read_header(c, off, &hd) || hd.id != id)
+            off = 0;
+    } else {
+        off = locate(c, v, id, &by_table);
+    }
     if (!off) {
         v->dangling++;
         if (root >= 0)
@@ -615,14 +673,18 @@ static void mark_ref(checker *c, mark_view *v, sal_id id, int root, sal_id paren
     const sal_object_header *h = &hd;
     if (!read_header(c, off, &hd))
         return;
+    if (by_table)
+        bit_set(v->by_table, idx);
     uint64_t span = sal_object_span(h->size_bytes);
     v->objects++;
     v->bytes += span;
-    if (!v->repair_view && (c->tonly[idx >> 3] & (1u << (idx & 7))) &&
-        !((c->sw[idx] & SW_FOUND) && (c->sw[idx] & SW_LOC_MASK) == (off >> 3)))
-        v->tonly_reached++;
     uint64_t s, rel;
     if (seg_of(c, off, &s, &rel) && s < c->nseg) {
+        /* Kept at or across a damaged header: that header cannot become
+         * padding. */
+        uint64_t damaged = r->segs[s].damaged_at;
+        if (v->past_damage && damaged != UINT64_MAX && rel + span > damaged)
+            v->past_damage[s]++;
         if (!v->repair_view) {
             r->segs[s].reachable_objects++;
             r->segs[s].reachable_bytes += span;
@@ -759,7 +821,7 @@ static void predict(checker *c, const mark_view *ref, const mark_view *rep)
     gc_prediction *p = &r->predict;
     const uint32_t *counts = rep->counts;
     p->library_opens = !c->hf->library_refuses;
-    if (!p->library_opens)
+    if (!p->library_opens && !p->library_refusal[0])
         snprintf(p->library_refusal, sizeof p->library_refusal,
                  "the library refuses to open this heap (see header-damage and "
                  "segment-accounting above)");
@@ -773,8 +835,8 @@ static void predict(checker *c, const mark_view *ref, const mark_view *rep)
         int free_ = e == 0 || (e & SAL_ENTRY_FREE);
         uint64_t rc = free_ ? 0 : e >> SAL_ENTRY_RC_SHIFT;
         uint64_t want = counts[i] > SAL_ENTRY_RC_MAX ? SAL_ENTRY_RC_MAX : counts[i];
-        if (counts[i] > 0 && !free_ && (c->sw[i] & SW_FOUND) &&
-            (c->sw[i] & SW_LOC_MASK) != sal_entry_loc(e))
+        if (counts[i] > 0 && !free_ && !bit_get(rep->by_table, (uint32_t)i) &&
+            (c->sw[i] & SW_FOUND) && (c->sw[i] & SW_LOC_MASK) != sal_entry_loc(e))
             p->locations_set++;
         if (counts[i] == 0 && !free_)
             p->ids_freed++;
@@ -790,20 +852,26 @@ static void predict(checker *c, const mark_view *ref, const mark_view *rep)
         if (live > 0) {
             want = *raw;
             want.state = SAL_SEGREC_USED;
-            want.live_bytes = live;
+            /* A commit writes at most used_bytes (sync.c): objects that
+             * overlap through a damaged size count more. */
+            want.live_bytes = live < raw->used_bytes ? live : raw->used_bytes;
         } else {
             memset(&want, 0, sizeof want);
         }
         if (memcmp(&want, raw, sizeof want) != 0)
             p->records_rewritten++;
-        /* A damaged tail that stays inside a used segment's committed
-         * range: nothing lives there after the repair; sal-gc turns it
-         * into padding. */
+        /* A damaged tail inside a used segment's committed range: if the
+         * repair keeps nothing at or across the damaged header, sal-gc
+         * turns the tail into padding; otherwise the damage stays. */
         if (live > 0 && r->segs[s].damaged_at != UINT64_MAX) {
+            if (rep->past_damage && rep->past_damage[s] > 0) {
+                p->damage_kept++;
+                continue;
+            }
             p->ranges_padded++;
-            /* The fix itself only once nothing lives past the damage (after
-             * the library's repair has freed what its sweep cannot see). */
-            if (r->segs[s].live_after_damage == 0 && !c->rep_bytes) {
+            /* The fix itself only once the table locates nothing there
+             * either (after the library's repair has freed the rest). */
+            if (c->check_table && r->segs[s].live_after_damage == 0) {
                 uint64_t start = gc_segment_start(c->hf, s);
                 gc_fix f = {.kind = GC_FIX_PAD, .offset = start + r->segs[s].damaged_at,
                             .length = start + c->hf->rec[s].used_bytes};
@@ -843,7 +911,8 @@ static void fill_roots(checker *c)
             continue;
         mark_view v = {0};
         uint32_t idx = sal_id_index(id);
-        uint64_t off = (idx && idx < c->hwm && !(id >> 56)) ? locate(c, &v, id) : 0;
+        int by_table;
+        uint64_t off = (idx && idx < c->hwm && !(id >> 56)) ? locate(c, &v, id, &by_table) : 0;
         if (!off)
             continue;
         sal_object_header h;
@@ -908,6 +977,7 @@ int gc_check_path(const char *path, const gc_options *o, gc_report *r)
 
     gc_progress_start(&c.prog, o, "walking the committed ranges: object headers");
     walk_segments(&c);
+    r->walked = 1;
     c.ticks = 0;
     gc_progress_phase(&c.prog, "checking the object table: entries");
     check_table(&c);
@@ -915,21 +985,31 @@ int gc_check_path(const char *path, const gc_options *o, gc_report *r)
     gc_progress_phase(&c.prog, "marking from the roots: objects");
 
     mark_view ref = {.counts = c.tc, .record_damage = 1, .record_fixes = 1};
-    mark(&c, &ref);
+    c.by_table[0] = ref.by_table = calloc(c.hwm / 8 + 1, 1);
+    c.past[0] = ref.past_damage = calloc(c.nseg ? c.nseg : 1, sizeof *c.past[0]);
+    if (!ref.by_table || !ref.past_damage)
+        c.oom = 1;
+    else
+        mark(&c, &ref);
     mark_view rep = ref;
     if (!c.oom && ref.tonly_reached > 0) {
-        /* Some reachable objects are located only by the table: the
-         * library's sweep would not find them.  Mark again its way, for
-         * the prediction and for the child slots left dangling. */
+        /* Some reachable objects are located only by the table outside
+         * the records' ranges: the library's repair would not find them.
+         * Mark again its way, for the prediction and for the child slots
+         * left dangling.  Otherwise both views took the same steps. */
         c.pc = calloc(c.hwm, sizeof *c.pc);
         c.rep_bytes = calloc(c.nseg ? c.nseg : 1, sizeof *c.rep_bytes);
-        if (!c.pc || !c.rep_bytes) {
+        c.by_table[1] = calloc(c.hwm / 8 + 1, 1);
+        c.past[1] = calloc(c.nseg ? c.nseg : 1, sizeof *c.past[1]);
+        if (!c.pc || !c.rep_bytes || !c.by_table[1] || !c.past[1]) {
             c.oom = 1;
         } else {
             r->nfixes = 0;
             memset(&rep, 0, sizeof rep);
             rep.repair_view = 1;
             rep.counts = c.pc;
+            rep.by_table = c.by_table[1];
+            rep.past_damage = c.past[1];
             rep.record_fixes = 1;
             mark(&c, &rep);
         }
@@ -974,6 +1054,10 @@ done:
     free(c.work);
     free(c.sus);
     free(c.rep_bytes);
+    for (int k = 0; k < 2; k++) {
+        free(c.by_table[k]);
+        free(c.past[k]);
+    }
     if (hf.fd >= 0 || hf.map)
         gc_heapfile_close(&hf);
     r->seconds = gc_now() - t0;

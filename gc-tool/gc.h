@@ -136,6 +136,9 @@ typedef struct gc_prediction {
                                      (after a damaged header, or outside the
                                      recorded range): the library's sweep
                                      does not find them */
+    uint64_t damage_kept;         /* damaged headers that stay: the repair
+                                     keeps objects at or behind them, so
+                                     their tails cannot become padding */
     uint64_t child_slots_cleared; /* sal-gc's fixes, by kind */
     uint64_t ranges_padded;
     uint64_t slots_cleared;
@@ -174,6 +177,7 @@ typedef struct gc_report {
     int live_writer;              /* a process holds the heap for writing */
     int unclean;                  /* the current slot says not closed */
     int table_checked;            /* the table was checked against the walk */
+    int walked;                   /* the committed ranges were walked */
 
     /* The walk. */
     uint64_t hwm;                 /* ids_high_water */
@@ -218,6 +222,12 @@ int gc_add_fix(gc_report *r, const gc_fix *f);
 uint64_t gc_damage_total(const gc_report *r);
 /* The exit code a check with this report gives: 8, 4 or 0. */
 int gc_report_exit_code(const gc_report *r);
+
+/* Would the library's repair change anything a check looks at (a clean
+ * heap whose prediction has nothing for it: no)?  Would repair as a whole,
+ * sal-gc's own fixes included? */
+int gc_library_would_change(const gc_report *r);
+int gc_repair_would_change(const gc_report *r);
 
 /* Output. */
 void gc_print_check(FILE *out, const gc_report *r, const gc_options *o);

@@ -163,6 +163,67 @@ static int copy_intact(int fd, const sal_superblock *sb, const sal_commit_slot *
     return intact;
 }
 
+/*
+ * The slot the library's open takes (sal/src/heap.c, check_file), by the
+ * same steps: the valid slots in sal_slot_order's order; a slot whose
+ * file_bytes is less than its segments need, or whose segment-table copy
+ * cannot be read or does not match it, is passed over; the first left is
+ * current, and some durable slot must be left too, or the library refuses
+ * the heap.  check_file is static in the library (a change there could let
+ * sal-gc call it instead of following it): its steps are followed here one
+ * for one, and sal_slot_order is the library's own.  Slots passed over are
+ * marked invalid with their problem.  Returns the slot, -1 if the library
+ * refuses (*refusal says why), -2 out of memory (reported).
+ */
+static int pick_slot(int fd, const sal_superblock *sb, const sal_commit_slot *s, int *valid,
+                     const char **problem, const uint8_t *boot, gc_report *r,
+                     sal_segment_record **rec_out, const char **refusal)
+{
+    unsigned order[SAL_SLOT_COUNT], norder = sal_slot_order(s, valid, boot, order);
+    int pick = -1, durable_pick = -1;
+    *rec_out = NULL;
+    for (unsigned k = 0; k < norder && (pick < 0 || durable_pick < 0); k++) {
+        unsigned i = order[k];
+        sal_segment_record *rec = NULL;
+        int intact = 0;
+        if (s[i].file_bytes < sb->data_offset + s[i].segments_high_water * sb->segment_bytes)
+            problem[i] = "its file_bytes is less than its segments need (the library passes "
+                         "over it)";
+        else if ((intact = copy_intact(fd, sb, &s[i], i, r, &rec)) == -1)
+            break;
+        else if (intact != 1)
+            problem[i] = intact == 0 ? "its segment-table copy does not match it (a commit "
+                                       "that did not complete)"
+                                     : "its segment-table copy cannot be read";
+        if (intact != 1) {
+            valid[i] = 0;
+            r->slot_status[i] = GC_SLOT_INVALID;
+            continue;
+        }
+        if (pick < 0)
+            pick = (int)i, *rec_out = rec;
+        else
+            free(rec);
+        if (i < 2 && durable_pick < 0)
+            durable_pick = (int)i;
+    }
+    if (r->op_error) {
+        free(*rec_out);
+        *rec_out = NULL;
+        return -2;
+    }
+    if (pick < 0 || durable_pick < 0) {
+        free(*rec_out);
+        *rec_out = NULL;
+        *refusal = pick < 0 ? "no valid durable commit slot (none with an intact "
+                              "segment-table copy either)"
+                            : "no valid durable commit slot with an intact segment-table "
+                              "copy (the newer protect/async slot needs one below it)";
+        return -1;
+    }
+    return pick;
+}
+
 static const char *kind_name(mode_t m)
 {
     if (S_ISDIR(m))
@@ -178,6 +239,15 @@ static const char *kind_name(mode_t m)
     if (S_ISLNK(m))
         return "a symbolic link";
     return "not a regular file";
+}
+
+/* The library refuses this heap: remember why, for the prediction. */
+static void refuse(gc_report *r, gc_heapfile *hf, const char *why)
+{
+    if (!hf->library_refuses)
+        snprintf(r->predict.library_refusal, sizeof r->predict.library_refusal,
+                 "the library refuses this heap: %s", why);
+    hf->library_refuses = 1;
 }
 
 int gc_heapfile_open(const char *path, const gc_options *o, gc_report *r, gc_heapfile *hf)
@@ -311,30 +381,13 @@ int gc_heapfile_open(const char *path, const gc_options *o, gc_report *r, gc_hea
     }
     uint8_t boot[16];
     r->boot_known = gc_boot_id(boot) == 0;
-    /* The library's choice: the newest valid slot (a volatile one only from
-     * this boot) whose segment-table copy is intact.  A newer slot whose
-     * copy does not match it is a commit that did not complete (its flush
-     * failed, and the next commit rewrote the copy before its own slot):
-     * the library ignores it, and so it is reported and the next one
-     * taken. */
-    int pick;
-    for (;;) {
-        pick = choose_slot(s, valid, r->boot_known, boot, NULL);
-        if (pick < 0)
-            break;
-        int intact = copy_intact(fd, sb, &s[pick], (unsigned)pick, r, &hf->rec);
-        if (intact == -1)
-            return -1;
-        if (intact == 1)
-            break;
-        valid[pick] = 0;
-        problem[pick] = intact == 0 ? "its segment-table copy does not match it (a commit "
-                                      "that did not complete)"
-                                    : "its segment-table copy cannot be read";
-        r->slot_status[pick] = GC_SLOT_INVALID;
-    }
+    const char *refusal = NULL;
+    int pick = pick_slot(fd, sb, s, valid, problem, r->boot_known ? boot : NULL, r, &hf->rec,
+                         &refusal);
+    if (pick == -2)
+        return -1;
     if (pick >= 0)
-        (void)choose_slot(s, valid, r->boot_known, boot, r); /* the notes, once */
+        (void)choose_slot(s, valid, r->boot_known, boot, r); /* the notes */
     for (unsigned i = 0; i < SAL_SLOT_COUNT; i++) {
         if (r->slot_status[i] == GC_SLOT_INVALID)
             gc_damage(r, GC_HEADER_DAMAGE, "commit slot %u (%s, at offset %u): %s; the "
@@ -346,8 +399,9 @@ int gc_heapfile_open(const char *path, const gc_options *o, gc_report *r, gc_hea
                       i, (unsigned long long)hf->size);
     }
     if (pick < 0) {
-        gc_damage(r, GC_HEADER_DAMAGE, "no valid durable commit slot: the library cannot "
-                  "open this heap and nothing more can be checked");
+        gc_damage(r, GC_HEADER_DAMAGE, "%s: the library cannot open this heap and nothing "
+                  "more can be checked", refusal);
+        refuse(r, hf, refusal);
         r->stopped = 1;
         return -1;
     }
@@ -365,15 +419,9 @@ int gc_heapfile_open(const char *path, const gc_options *o, gc_report *r, gc_hea
     r->nseg = hf->nseg;
     r->hwm = hf->hwm;
 
-    /* The file must hold what the commit covers. */
+    /* The file must hold what the commit covers (pick_slot checked that
+     * file_bytes covers the segments). */
     uint64_t need = sb->data_offset + hf->nseg * sb->segment_bytes;
-    if (s[pick].file_bytes < need) {
-        gc_damage(r, GC_HEADER_DAMAGE, "commit slot %u: file_bytes %llu is less than its "
-                  "%llu segments need (%llu): the library refuses this heap",
-                  pick, (unsigned long long)s[pick].file_bytes, (unsigned long long)hf->nseg,
-                  (unsigned long long)need);
-        hf->library_refuses = 1;
-    }
     if (hf->size < s[pick].file_bytes || hf->size < sb->data_offset) {
         gc_damage(r, GC_HEADER_DAMAGE, "the file is truncated: %llu bytes, the commit "
                   "needs %llu (the library refuses it)",
@@ -381,7 +429,7 @@ int gc_heapfile_open(const char *path, const gc_options *o, gc_report *r, gc_hea
                   (unsigned long long)(s[pick].file_bytes > sb->data_offset
                                            ? s[pick].file_bytes
                                            : sb->data_offset));
-        hf->library_refuses = 1;
+        refuse(r, hf, "the file is truncated");
     }
     if (hf->size < need || hf->size < sb->data_offset) {
         r->stopped = 1;
@@ -413,7 +461,7 @@ int gc_heapfile_open(const char *path, const gc_options *o, gc_report *r, gc_hea
                       "live %llu): the library refuses this heap",
                       (unsigned long long)i, bad, g->state,
                       (unsigned long long)g->used_bytes, (unsigned long long)g->live_bytes);
-            hf->library_refuses = 1;
+            refuse(r, hf, "a record of the current segment table is out of range");
         }
         /* Sanitise for the walk. */
         if (g->used_bytes > sb->segment_bytes)

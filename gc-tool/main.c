@@ -136,7 +136,12 @@ static int parse(int argc, char **argv, const char *cmd, cli *c, void (*usage)(F
             c->o.progress = 1;
         } else if (!strcmp(a, "--no-progress")) {
             c->o.progress = -1;
-        } else if (!strcmp(a, "--examples") && is_check && i + 1 < argc) {
+        } else if (!strcmp(a, "--examples") && is_check) {
+            if (i + 1 >= argc) {
+                fprintf(stderr, "%s check: --examples needs a value (1..%d)\n", prog,
+                        GC_MAX_EXAMPLES);
+                return GC_EXIT_USAGE;
+            }
             char *end;
             long n = strtol(argv[++i], &end, 10);
             if (*end || n < 1 || n > GC_MAX_EXAMPLES) {

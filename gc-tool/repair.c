@@ -188,7 +188,10 @@ static int library_repair(const char *path, FILE *out, sal_recovery_report *rr)
     if (err) {
         fprintf(out, "  the library's repair failed to open the heap: %s (%d)\n",
                 sal_strerror(err), err);
-        return err == SAL_ELOCKED || err > 0 ? GC_EXIT_OPERATIONAL : GC_EXIT_UNCORRECTED;
+        /* Locked, out of memory or a system error: operational (exit 8);
+         * a heap the library finds damaged: uncorrected (exit 4). */
+        return err == SAL_ELOCKED || err == SAL_ENOMEM || err > 0 ? GC_EXIT_OPERATIONAL
+                                                                  : GC_EXIT_UNCORRECTED;
     }
     (void)sal_heap_recovery_report(h, rr);
     test_kill_point("after-open");
@@ -426,7 +429,8 @@ int gc_repair_path(const char *path, const gc_options *o, const gc_repair_option
                 torn |= m2.slot_status[i] == GC_SLOT_INVALID;
         gc_heapfile_close(&hf);
         gc_report_free(&m2);
-        if (rr.damaged_headers || rr.dangling_refs || rr.roots_cleared || torn)
+        if (rr.damaged_headers || rr.dangling_refs || rr.roots_cleared ||
+            rr.located_by_table || torn)
             return finish(path, o, out);
         return GC_EXIT_CORRECTED;
     }
@@ -459,6 +463,13 @@ int gc_repair_path(const char *path, const gc_options *o, const gc_repair_option
                      "anyway.\n", r.predict.objects_lost);
         gc_report_free(&r);
         return GC_EXIT_UNCORRECTED;
+    }
+    if (!gc_library_would_change(&r)) {
+        /* Two commits that change nothing would only age the heap: go
+         * straight to sal-gc's own fixes, if any. */
+        fprintf(out, "  the library's repair would change nothing here: not run\n");
+        gc_report_free(&r);
+        return finish(path, o, out);
     }
     gc_report_free(&r);
     table_memory before;

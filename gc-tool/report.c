@@ -239,6 +239,8 @@ static void print_heap_summary(FILE *out, const gc_report *r)
             : r->slot.clean ? "closed cleanly"
                             : "NOT closed cleanly",
             r->slot.durable_epoch);
+    if (!r->walked)
+        return; /* the check stopped before the walk: no counts to show */
     fprintf(out, "  table: %" PRIu64 " of %" PRIu64 " entries below the high-water mark: %"
                  PRIu64 " live, %" PRIu64 " free, %" PRIu64 " never used\n",
             r->hwm ? r->hwm - 1 : 0, sb->max_objects - 1, r->table_live, r->table_free,
@@ -252,13 +254,30 @@ static void print_heap_summary(FILE *out, const gc_report *r)
             gc_bytes_human(r->reachable_bytes, b1, sizeof b1), roots, r->references);
 }
 
+int gc_library_would_change(const gc_report *r)
+{
+    const gc_prediction *p = &r->predict;
+    return r->unclean || p->ids_freed || p->counts_set || p->ids_revived ||
+           p->locations_set || p->records_rewritten || p->roots_cleared ||
+           p->objects_lost || r->slot_status[0] != GC_SLOT_VALID ||
+           r->slot_status[1] != GC_SLOT_VALID;
+}
+
+int gc_repair_would_change(const gc_report *r)
+{
+    const gc_prediction *p = &r->predict;
+    return gc_library_would_change(r) || p->child_slots_cleared || p->ranges_padded ||
+           p->slots_cleared;
+}
+
 void gc_print_prediction(FILE *out, const gc_report *r)
 {
     const gc_prediction *p = &r->predict;
     if (!r->have_slot || r->op_error)
         return;
     if (!p->library_opens) {
-        fprintf(out, "  repair cannot run: %s\n", p->library_refusal);
+        fprintf(out, "  repair cannot run: %s\n",
+                p->library_refusal[0] ? p->library_refusal : "the library refuses this heap");
         return;
     }
     fprintf(out, "  repair would (the library's SAL_OPEN_REPAIR, then sal-gc's own fixes):\n");
@@ -287,6 +306,9 @@ void gc_print_prediction(FILE *out, const gc_report *r)
          "the object table still locates (the library's sweep stops at a damaged header and "
          "ignores what a segment record does not cover); refused without --force",
          p->objects_lost);
+    ITEM(p->damage_kept, "leave %" PRIu64 " damaged object header(s) in place: objects the "
+         "repair keeps lie at or behind them, so the damage stays and `check` goes on naming "
+         "it", p->damage_kept);
     ITEM(p->child_slots_cleared, "set %" PRIu64 " child slot(s) naming no object to the null "
          "id (sal-gc)", p->child_slots_cleared);
     ITEM(p->ranges_padded, "turn %" PRIu64 " dead, damaged tail(s) of committed ranges into "
@@ -353,6 +375,13 @@ void gc_print_check(FILE *out, const gc_report *r, const gc_options *o)
         return;
     if (total == 0)
         fprintf(out, "  exit 0: clean\n");
+    else if (r->have_slot && r->predict.library_opens && !gc_repair_would_change(r))
+        fprintf(out, "  exit 4: errors left uncorrected; `sal-gc repair` would change nothing "
+                     "here: it cannot correct them\n");
+    else if (r->have_slot && r->predict.library_opens && r->predict.damage_kept)
+        fprintf(out, "  exit 4: errors left uncorrected; `sal-gc repair %s` corrects what it "
+                     "can, but %" PRIu64 " damaged header(s) remain\n",
+                r->path, r->predict.damage_kept);
     else if (r->have_slot && r->predict.library_opens)
         fprintf(out, "  exit 4: errors left uncorrected; `sal-gc repair %s` corrects them\n",
                 r->path);
@@ -373,11 +402,13 @@ static void json_prediction(FILE *out, const gc_report *r)
                  ", \"ids_revived\": %" PRIu64 ", \"locations_set\": %" PRIu64
                  ", \"records_rewritten\": %" PRIu64
                  ", \"roots_cleared\": %" PRIu64 ", \"dangling_refs\": %" PRIu64
-                 ", \"objects_lost\": %" PRIu64 ", \"child_slots_cleared\": %" PRIu64
+                 ", \"objects_lost\": %" PRIu64 ", \"damage_kept\": %" PRIu64
+                 ", \"child_slots_cleared\": %" PRIu64
                  ", \"ranges_padded\": %" PRIu64 ", \"slots_cleared\": %" PRIu64 "}",
             p->library_opens ? "true" : "false", p->objects_live, p->bytes_live, p->ids_freed,
             p->counts_set, p->ids_revived, p->locations_set, p->records_rewritten,
-            p->roots_cleared, p->dangling_refs, p->objects_lost, p->child_slots_cleared, p->ranges_padded,
+            p->roots_cleared, p->dangling_refs, p->objects_lost, p->damage_kept,
+            p->child_slots_cleared, p->ranges_padded,
             p->slots_cleared);
 }
 
