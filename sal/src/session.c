@@ -11,6 +11,7 @@
  * (provider.c), so a pointer taken inside a section stays readable until
  * the section ends.
  */
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
