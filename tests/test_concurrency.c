@@ -17,6 +17,9 @@
  *             commit after its release is written (crash rule 2).
  * emptied_during_cut  a segment's last object released inside a commit's
  *             cut (a hook): the segment waits for the commit after it.
+ * root_get_vs_in_place_writer  a root got while its writer replaces it and
+ *             writes the old object in place: no reader holds what is
+ *             written.
  *
  * Sanitizer builds run fewer objects per thread (SAL_TEST_SCALE=1 restores
  * the full numbers).
@@ -1319,6 +1322,122 @@ static void emptied_during_cut(void **state)
     tu_close_all(h, s);
 }
 
+/* ---------------------------------------------------------------------
+ * root_get_vs_in_place_writer
+ *
+ * A writer publishes an object as a root while keeping a reference of its
+ * own, replaces the root, and then, holding the only reference, gets the
+ * object in place (sal_write) and overwrites it.  A reader that got the
+ * root must hold a snapshot nobody writes: a get whose count landed after
+ * the replacement must not return the object.
+ * --------------------------------------------------------------------- */
+#define RG_WORDS 8
+#define RG_POISON 0x8000000000000000ull
+
+typedef struct rg_ctx {
+    sal_heap *heap;
+    _Atomic int stop, reading;
+    _Atomic uint64_t iters, gets, disturbed;
+    uint64_t seed;
+    int err;
+} rg_ctx;
+
+static void *rg_writer(void *arg)
+{
+    rg_ctx *x = arg;
+    sal_session *s;
+    uint64_t rng = x->seed;
+    int err = sal_session_open(x->heap, &s);
+    while (!atomic_load(&x->reading))
+        sched_yield();
+    /* At least n replacements, and on until the reader got the root often
+     * enough to have met the race (a busy machine may run it late). */
+    uint64_t n = tu_scaled(20000, 4), most = 200 * n;
+    for (uint64_t k = 1; !err && k <= most && (k <= n || atomic_load(&x->gets) < 1000); k++) {
+        sal_id id, w;
+        void *p;
+        if ((err = sal_write_begin(s)) || (err = sal_alloc(s, RG_WORDS * 8, 0, 0, &id, &p)))
+            break;
+        for (int i = 0; i < RG_WORDS; i++)
+            ((uint64_t *)p)[i] = k;
+        if ((err = sal_retain(s, id)) || (err = sal_root_set(s, 0, id)))
+            break;
+        if (tu_rand_below(&rng, 4) == 0)
+            sched_yield();
+        if ((err = sal_root_set(s, 0, SAL_NULL_ID))) /* ours is the only count */
+            break;
+        w = id;
+        if ((err = sal_write(s, &w, &p)))
+            break;
+        for (int i = 0; i < RG_WORDS; i++)
+            ((uint64_t *)p)[i] = k | RG_POISON;
+        if ((err = sal_release(s, w)) || (err = sal_write_end(s)))
+            break;
+        atomic_fetch_add(&x->iters, 1);
+    }
+    x->err = err;
+    atomic_store(&x->stop, 1);
+    if (s)
+        (void)sal_session_close(s);
+    return NULL;
+}
+
+static void *rg_reader(void *arg)
+{
+    rg_ctx *x = arg;
+    sal_session *r;
+    int err = sal_reader_open(x->heap, &r);
+    atomic_store(&x->reading, 1); /* the writer waits for it */
+    if (err)
+        return NULL;
+    while (!atomic_load(&x->stop)) {
+        sal_id id;
+        const void *p;
+        if (sal_read_begin(r) != 0)
+            break;
+        if (sal_root_get(r, 0, &id) == 0 && id != SAL_NULL_ID) {
+            atomic_fetch_add(&x->gets, 1);
+            if (sal_read(r, id, &p) == 0) {
+                const volatile uint64_t *w = p;
+                for (int rep = 0; rep < 4; rep++)
+                    for (int i = 0; i < RG_WORDS; i++)
+                        if (w[i] & RG_POISON) {
+                            atomic_fetch_add(&x->disturbed, 1);
+                            rep = 4;
+                            break;
+                        }
+            }
+            (void)sal_release(r, id);
+        }
+        (void)sal_read_end(r);
+    }
+    (void)sal_session_close(r);
+    return NULL;
+}
+
+static void root_get_vs_in_place_writer(void **state)
+{
+    tu_ctx *c = *state;
+    sal_options o = tu_small_options();
+    sal_heap *h;
+    TU_OK(sal_heap_create(c->path, &o, &h));
+    rg_ctx x = {.heap = h, .seed = tu_seed()};
+    pthread_t w, r;
+    assert_int_equal(pthread_create(&r, NULL, rg_reader, &x), 0);
+    assert_int_equal(pthread_create(&w, NULL, rg_writer, &x), 0);
+    pthread_join(w, NULL);
+    pthread_join(r, NULL);
+    TU_OK(x.err);
+    print_message("root_get_vs_in_place_writer: %" PRIu64 " replacements, %" PRIu64
+                  " roots got, %" PRIu64 " of them written in place while held\n",
+                  atomic_load(&x.iters), atomic_load(&x.gets), atomic_load(&x.disturbed));
+    if (atomic_load(&x.disturbed))
+        fail_msg("a root snapshot was written in place while a reader held it");
+    if (atomic_load(&x.gets) == 0)
+        fail_msg("the reader never got the root: the test did not test it");
+    TU_OK(sal_heap_close(h));
+}
+
 int main(int argc, char **argv)
 {
     tu_init(argc, argv);
@@ -1331,6 +1450,7 @@ int main(int argc, char **argv)
         TU_TEST(held_ids_by_provider),
         TU_TEST(held_ids_by_commit),
         TU_TEST(emptied_during_cut),
+        TU_TEST(root_get_vs_in_place_writer),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -128,6 +128,42 @@ static void create_rejects_bad_options(void **state)
         assert_int_equal(access(c->path, F_OK), -1);
         assert_int_equal(errno, ENOENT);
     }
+    /* Options both create and open read. */
+    struct {
+        const char *what;
+        unsigned flags, ready_segments, file_mode;
+    } more[] = {
+        {"an unknown flag", 0x100, SAL_DEFAULT_READY_SEGMENTS, 0600},
+        {"ready_segments above SAL_MAX_READY_SEGMENTS", 0, SAL_MAX_READY_SEGMENTS + 1, 0600},
+        {"a setuid file mode", 0, SAL_DEFAULT_READY_SEGMENTS, 04777},
+    };
+    sal_options o;
+    sal_options_init(&o);
+    sal_heap *h;
+    TU_OK(sal_heap_create(c->path, &o, &h));
+    TU_OK(sal_heap_close(h));
+    char other[PATH_MAX + 8];
+    snprintf(other, sizeof other, "%s/other.sal", c->dir);
+    for (size_t i = 0; i < sizeof(more) / sizeof(more[0]); i++) {
+        sal_options_init(&o);
+        o.flags = more[i].flags;
+        o.ready_segments = more[i].ready_segments;
+        o.file_mode = more[i].file_mode;
+        h = (sal_heap *)0x1;
+        int rc = sal_heap_create(other, &o, &h);
+        if (rc != SAL_EINVAL)
+            fail_msg("%s: sal_heap_create returned %d (%s), expected SAL_EINVAL",
+                     more[i].what, rc, sal_strerror(rc));
+        assert_null(h);
+        assert_int_equal(access(other, F_OK), -1);
+        if (more[i].file_mode != 0600)
+            continue; /* open ignores the mode */
+        rc = sal_heap_open(c->path, &o, &h);
+        if (rc != SAL_EINVAL)
+            fail_msg("%s: sal_heap_open returned %d (%s), expected SAL_EINVAL",
+                     more[i].what, rc, sal_strerror(rc));
+    }
+    TU_OK(unlink(c->path));
 }
 
 static void create_existing_is_eexist(void **state)

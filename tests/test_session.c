@@ -5,6 +5,10 @@
  */
 #include "test_util.h"
 
+#include <unistd.h>
+
+#include "internal.h" /* cut_pending: a sync waiting for a section */
+
 static sal_heap *create_small(tu_ctx *c)
 {
     sal_options o = tu_small_options();
@@ -351,11 +355,72 @@ static void section_holds_back_reuse(void **state)
     TU_OK(sal_heap_close(h));
 }
 
+/* One thread, two sessions of a heap: with a write section open on the
+ * first while another thread's sync waits for it, beginning one on the
+ * second is refused (waiting would wait for ever).  And a write section on
+ * one heap does not stop a sync of another. */
+typedef struct sync_arg {
+    sal_heap *h;
+    int rc;
+} sync_arg;
+
+static void *sync_main(void *argp)
+{
+    sync_arg *a = argp;
+    a->rc = sal_sync(a->h, SAL_SYNC_PROTECT);
+    return NULL;
+}
+
+static void two_sessions_one_thread(void **state)
+{
+    tu_ctx *c = *state;
+    sal_heap *h = create_small(c);
+    sal_session *s1, *s2;
+    TU_OK(sal_session_open(h, &s1));
+    TU_OK(sal_session_open(h, &s2));
+    TU_OK(sal_write_begin(s1));
+    TU_OK(sal_write_begin(s2)); /* no sync waiting: both may be open */
+    TU_OK(sal_write_end(s2));
+    sync_arg a = {h, -1};
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, sync_main, &a), 0);
+    /* The sync waits for s1's section: then s2 must not wait for it. */
+    for (int ms = 0; !atomic_load(&h->cut_pending); ms++) {
+        if (ms == 10000)
+            fail_msg("the sync did not start in 10 s");
+        nanosleep(&(struct timespec){0, 1000000}, NULL);
+    }
+    alarm(20); /* a library that waits here never returns */
+    TU_ERR(sal_write_begin(s2), SAL_EBUSY);
+    alarm(0);
+    TU_OK(sal_write_end(s1));
+    assert_int_equal(pthread_join(t, NULL), 0);
+    TU_OK(a.rc);
+    TU_OK(sal_write_begin(s2));
+    TU_OK(sal_write_end(s2));
+
+    /* A write section on this heap, a sync of another. */
+    char other[PATH_MAX + 8];
+    snprintf(other, sizeof other, "%s/other.sal", c->dir);
+    sal_options o = tu_small_options();
+    sal_heap *h2;
+    TU_OK(sal_heap_create(other, &o, &h2));
+    TU_OK(sal_write_begin(s1));
+    TU_OK(sal_sync(h2, SAL_SYNC_PROTECT));
+    TU_ERR(sal_sync(h, SAL_SYNC_PROTECT), SAL_EBUSY);
+    TU_OK(sal_write_end(s1));
+    TU_OK(sal_heap_close(h2));
+    TU_OK(sal_session_close(s1));
+    TU_OK(sal_session_close(s2));
+    TU_OK(sal_heap_close(h));
+}
+
 /* Debug builds reject a session used from another thread. */
 #ifndef NDEBUG
 typedef struct wrong_thread_arg {
     sal_session *s;
-    int rc_alloc, rc_begin, rc_close;
+    sal_id id; /* an object of the session's heap */
+    int rc_alloc, rc_begin, rc_close, rc_read, rc_info;
 } wrong_thread_arg;
 
 static void *use_foreign_session(void *argp)
@@ -365,6 +430,10 @@ static void *use_foreign_session(void *argp)
     sal_id id;
     void *p;
     a->rc_alloc = sal_alloc(a->s, 8, 0, 0, &id, &p);
+    const void *r;
+    a->rc_read = sal_read(a->s, a->id, &r); /* inside the owner's section */
+    sal_object_info info;
+    a->rc_info = sal_info(a->s, a->id, &info);
     a->rc_close = sal_session_close(a->s);
     return NULL;
 }
@@ -382,12 +451,22 @@ static void wrong_thread(void **state)
     sal_heap *h = create_small(c);
     sal_session *s;
     TU_OK(sal_session_open(h, &s));
-    wrong_thread_arg a = {s, 0, 0, 0};
+    wrong_thread_arg a = {.s = s};
+    void *p;
+    TU_OK(sal_write_begin(s));
+    TU_OK(sal_alloc(s, 8, 0, 0, &a.id, &p));
+    TU_OK(sal_write_end(s));
+    TU_OK(sal_read_begin(s));
     pthread_t t;
     assert_int_equal(pthread_create(&t, NULL, use_foreign_session, &a), 0);
     assert_int_equal(pthread_join(t, NULL), 0);
     TU_ERR(a.rc_begin, SAL_EWRONGTHREAD);
+    TU_ERR(a.rc_alloc, SAL_EWRONGTHREAD);
+    TU_ERR(a.rc_read, SAL_EWRONGTHREAD);
+    TU_ERR(a.rc_info, SAL_EWRONGTHREAD);
     TU_ERR(a.rc_close, SAL_EWRONGTHREAD);
+    TU_OK(sal_read_end(s));
+    TU_OK(sal_release(s, a.id));
     TU_OK(sal_session_close(s));
     TU_OK(sal_heap_close(h));
 #endif
@@ -405,6 +484,7 @@ int main(int argc, char **argv)
         TU_TEST(arena_kept_for_next_session),
         TU_TEST(section_holds_back_reuse),
         TU_TEST(wrong_thread),
+        TU_TEST(two_sessions_one_thread),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -188,6 +188,7 @@ typedef struct sal_session sal_session;
                                   location from the committed segments
                                   instead of trusting the object table (the
                                   gc-tool's repair) */
+#define SAL_MAX_READY_SEGMENTS 64u
 #define SAL_OPEN_READONLY 0x1u /* map read-only; no sessions, readers only.
                                   Works on a heap that was not closed
                                   cleanly.  Nothing can change or die in a
@@ -214,13 +215,18 @@ typedef struct sal_options {
      * reservation needs a smaller max_objects (else SAL_EINVAL).  Ignored
      * by sal_heap_open(). */
     uint64_t max_objects;
-    /* At create: permission bits of the new file.  Default 0600. */
+    /* At create: permission bits of the new file (at most 0777: no setuid,
+     * setgid or sticky bit).  Default 0600. */
     unsigned file_mode;
     /* How many empty, pre-faulted segments the background provider keeps
-     * ready.  Default SAL_DEFAULT_READY_SEGMENTS; 0 turns the provider
-     * thread off (sessions then prepare segments themselves). */
+     * ready.  Default SAL_DEFAULT_READY_SEGMENTS, at most
+     * SAL_MAX_READY_SEGMENTS (each is a segment of file allocated ahead);
+     * 0 turns the provider thread off (sessions then prepare segments
+     * themselves). */
     unsigned ready_segments;
-    /* SAL_OPEN_* flags. */
+    /* SAL_OPEN_* flags; other bits are SAL_EINVAL.  sal_heap_create()
+     * takes none of them but SAL_OPEN_RECOVER and SAL_OPEN_REPAIR, which
+     * mean nothing for a new heap and are ignored. */
     unsigned flags;
 } sal_options;
 
@@ -238,7 +244,9 @@ SAL_API int sal_heap_create(const char *path, const sal_options *opt,
  *   SAL_EVERSION    a format this build does not read;
  *   SAL_ECORRUPT    superblock, commit slots or segment table damaged;
  *   SAL_ETRUNCATED  the file is shorter than the committed heap;
- *   SAL_ELOCKED     another writer holds it (one writer process at a time);
+ *   SAL_ELOCKED     another handle holds it: a writable open needs it to
+ *                   itself, a read-only open shares it with other
+ *                   read-only opens but not with a writer;
  *   SAL_EUNCLEAN    it was not closed cleanly and SAL_OPEN_RECOVER was not
  *                   given.
  * `opt` may be NULL; only ready_segments and flags are read from it.
@@ -251,7 +259,8 @@ SAL_API int sal_heap_create(const char *path, const sal_options *opt,
  * frees every id and byte that nothing committed reaches (cycles too).
  * With SAL_OPEN_RECOVER it writes the result as a new commit; with
  * SAL_OPEN_READONLY it recovers in private memory and writes nothing, so a
- * read-only open always works and shows the last commit.
+ * read-only open of an unclean heap works (unless a writer holds it) and
+ * shows the last commit.
  * sal_heap_recovery_report() says what recovery found. */
 SAL_API int sal_heap_open(const char *path, const sal_options *opt,
                           sal_heap **heap_out);
@@ -315,7 +324,11 @@ SAL_API int sal_read_end(sal_session *session);
 /* Write sections (allocating sessions only).  A write section is also a
  * read section.  Pointers from sal_alloc(), sal_write() and
  * sal_write_child() are valid, and writable, until sal_write_end().  Write
- * sections do not nest; a read section may be opened inside one. */
+ * sections do not nest; a read section may be opened inside one.  A thread
+ * with two sessions of one heap may hold a write section on each, but while
+ * a sync of that heap waits for the first to end, beginning the second
+ * returns SAL_EBUSY instead of waiting for that sync (which would wait for
+ * ever). */
 SAL_API int sal_write_begin(sal_session *session);
 SAL_API int sal_write_end(sal_session *session);
 
@@ -412,7 +425,9 @@ SAL_API int sal_write_child(sal_session *session, sal_id parent, unsigned slot,
 
 /* Store `child` (a reference you hold, which the parent now owns; or
  * SAL_NULL_ID) in slot `slot` of the writable `parent`, releasing the
- * reference the slot held before. */
+ * reference the slot held before.  SAL_EINVAL if `child` is `parent`
+ * itself (it would own itself and never be freed; longer cycles are not
+ * detected: recovery frees them). */
 SAL_API int sal_set_child(sal_session *session, sal_id parent, unsigned slot,
                           sal_id child);
 
@@ -462,7 +477,8 @@ SAL_API int sal_root_cas(sal_session *session, unsigned root, sal_id expected,
  * old pointer faults.  A sync writes only what changed since the last
  * one: the new objects' bytes, back to back, and a few metadata pages.
  *
- * The calling thread must not be inside a write section (SAL_EBUSY).
+ * The calling thread must not be inside a write section of this heap
+ * (SAL_EBUSY).
  * Errors: SAL_EREADONLY, SAL_EINVAL (mode), or the errno of a failed
  * mprotect/msync/sync_file_range; the previous commit stays intact and the
  * next sync flushes what this one could not. */

@@ -166,6 +166,8 @@ int sal_set_child(sal_session *s, sal_id parent, unsigned slot, sal_id child)
     int err = writer_check(s);
     if (err)
         return err;
+    if (child == parent && child != SAL_NULL_ID)
+        return SAL_EINVAL; /* an object that owns itself is never freed */
     sal_object_header *ph;
     if ((err = writable_parent(s, parent, slot, &ph)))
         return err;

@@ -11,7 +11,7 @@ const char *sal_strerror(int err)
     case SAL_EVERSION: return "sal heap of an unsupported format version";
     case SAL_ECORRUPT: return "sal heap is damaged (checksum or cross-check failed)";
     case SAL_ETRUNCATED: return "sal heap file is shorter than its header says (truncated)";
-    case SAL_ELOCKED: return "sal heap is already open for writing by another handle or process";
+    case SAL_ELOCKED: return "sal heap is open in another handle or process (a writer needs it alone; read-only opens share it)";
     case SAL_EUNCLEAN: return "sal heap was not closed cleanly and must be recovered first";
     case SAL_EINVAL: return "invalid argument";
     case SAL_EBADID: return "invalid id (null, or outside the object table)";

@@ -41,6 +41,14 @@ uint64_t sal_max_object_bytes(const sal_heap *h)
 }
 
 /* Lay out a new heap from validated options. */
+/* What both create and open read from the options. */
+static int options_check(const sal_options *o)
+{
+    if (o->flags & ~(SAL_OPEN_READONLY | SAL_OPEN_RECOVER | SAL_OPEN_REPAIR))
+        return SAL_EINVAL;
+    return o->ready_segments > SAL_MAX_READY_SEGMENTS ? SAL_EINVAL : 0;
+}
+
 static int geometry(const sal_options *o, sal_superblock *sb)
 {
     if (o->segment_bytes < SAL_MIN_SEGMENT_BYTES ||
@@ -49,7 +57,7 @@ static int geometry(const sal_options *o, sal_superblock *sb)
         return SAL_EINVAL;
     if (o->max_objects < 1 || o->max_objects > SAL_MAX_OBJECTS_LIMIT)
         return SAL_EINVAL;
-    if (o->reserve_bytes > SAL_MAX_RESERVE_BYTES || o->file_mode > 07777)
+    if (o->reserve_bytes > SAL_MAX_RESERVE_BYTES || o->file_mode > 0777)
         return SAL_EINVAL;
     memset(sb, 0, sizeof *sb);
     memcpy(sb->magic, SAL_SUPERBLOCK_MAGIC, 8);
@@ -424,7 +432,7 @@ int sal_heap_open(const char *path, const sal_options *opt, sal_heap **heap_out)
     if (!heap_out)
         return SAL_EINVAL;
     *heap_out = NULL;
-    if (!path)
+    if (!path || (opt && options_check(opt)))
         return SAL_EINVAL;
     int writable = !(opt && (opt->flags & SAL_OPEN_READONLY));
     int fd, err;
@@ -449,7 +457,7 @@ int sal_heap_create(const char *path, const sal_options *opt, sal_heap **heap_ou
         sal_options_init(&defaults);
         opt = &defaults;
     }
-    if (opt->flags & SAL_OPEN_READONLY)
+    if ((opt->flags & SAL_OPEN_READONLY) || options_check(opt))
         return SAL_EINVAL;
     sal_superblock sb;
     int err = geometry(opt, &sb);

@@ -432,6 +432,10 @@ void sal_pending_ids_handover(sal_session *s);
 /* Wait while a cut is in progress (write_begin). */
 void sal_cut_wait(sal_heap *h);
 void sal_thread_write_sections_add(int delta);
+/* Is the calling thread inside a write section of `h` (through any of its
+ * sessions)?  A commit's cut waits for it, so this thread must not wait for
+ * that cut. */
+int sal_thread_writing(sal_heap *h);
 
 static inline uint64_t sal_round_up(uint64_t v, uint64_t align)
 {

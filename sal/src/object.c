@@ -56,7 +56,7 @@ SAL_HOT int resolve(sal_heap *h, sal_id id, uint64_t *entry_out, sal_object_head
         return err;
     uint64_t e = atomic_load_explicit(&h->table[sal_id_index(id)], memory_order_acquire);
     if (sal_entry_rc(e) == 0)
-        return SAL_ESTALE;
+        return e == 0 ? SAL_EBADID : SAL_ESTALE; /* never used, or released */
     sal_object_header *hdr = entry_header(h, e);
     if (!hdr)
         return SAL_ECORRUPT;
@@ -87,6 +87,10 @@ int sal_read(sal_session *s, sal_id id, const void **ptr_out)
 {
     if (__builtin_expect(!s || !ptr_out, 0))
         return SAL_EINVAL;
+#ifndef NDEBUG
+    if (!pthread_equal(s->owner, pthread_self()))
+        return SAL_EWRONGTHREAD;
+#endif
     if (__builtin_expect(!s->read_depth && !s->write_token, 0))
         return SAL_ENOSECTION;
     uint64_t e;
@@ -100,12 +104,14 @@ int sal_read(sal_session *s, sal_id id, const void **ptr_out)
 
 int sal_info(sal_session *s, sal_id id, sal_object_info *out)
 {
-    if (!s || !out)
+    int err = sal_session_check(s);
+    if (err)
+        return err;
+    if (!out)
         return SAL_EINVAL;
     uint64_t e;
     sal_object_header *hdr;
-    int err = resolve(s->heap, id, &e, &hdr);
-    if (err)
+    if ((err = resolve(s->heap, id, &e, &hdr)))
         return err;
     out->size_bytes = hdr->size_bytes;
     out->nrefs = hdr->nrefs;

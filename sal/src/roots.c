@@ -5,7 +5,9 @@
  * into the commit slot.  Getting a root retains it inside a short internal
  * section, so that the id read from the root cannot be freed and its slot
  * reused before the retain lands: if a writer replaced and released it in
- * between, the retain sees a dead or newer entry and the get tries again. */
+ * between, the retain sees a dead or newer entry and the get tries again;
+ * if the object is still alive but no longer the root, the count is given
+ * back and the get tries again too (a writer may be writing it in place). */
 #include "internal.h"
 
 static int root_check(sal_session *s, unsigned root)
@@ -33,8 +35,19 @@ int sal_root_get(sal_session *s, unsigned root, sal_id *id_out)
         if (id == SAL_NULL_ID || h->readonly)
             break; /* nothing changes in a read-only heap: no count needed */
         err = sal_retain_unheld(s, id);
-        if (err == 0)
-            break;
+        if (err == 0) {
+            /* Still the root?  A writer may have replaced it before our
+             * count landed and, holding the only other reference, been
+             * granted the object in place (sal_write): that is no snapshot
+             * to hand out.  Seen after our count, the root names the
+             * object only if the replacement came later, and then the
+             * writer's check sees our count and copies. */
+            atomic_thread_fence(memory_order_seq_cst);
+            if (atomic_load(&h->roots[root]) == id)
+                break;
+            (void)sal_release_internal(s, id);
+            continue;
+        }
         if (atomic_load(&h->roots[root]) == id) {
             /* The root still names an object that cannot be retained. */
             id = SAL_NULL_ID;

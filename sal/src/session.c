@@ -261,6 +261,10 @@ int sal_write_begin(sal_session *s)
         if (!atomic_load(&h->cut_pending))
             break;
         atomic_store(&s->section->writing, 0);
+        /* This thread inside a write section of another of its sessions:
+         * the cut waits for that one, and waiting here would never end. */
+        if (sal_thread_writing(h))
+            return SAL_EBUSY;
         sal_cut_wait(h);
     }
     if (s->read_depth == 0)

@@ -37,6 +37,23 @@ static _Thread_local int thread_write_sections;
 
 void sal_thread_write_sections_add(int delta) { thread_write_sections += delta; }
 
+int sal_thread_writing(sal_heap *h)
+{
+    if (thread_write_sections == 0)
+        return 0;
+    /* Sessions of other threads are skipped on their owner alone: their
+     * write_token is theirs to change. */
+    pthread_t self = pthread_self();
+    int found = 0;
+    pthread_mutex_lock(&h->sessions_lock);
+    for (unsigned i = 0; i < SAL_MAX_SESSIONS && !found; i++) {
+        const sal_session *s = h->open_sessions[i];
+        found = s && pthread_equal(s->owner, self) && s->write_token != 0;
+    }
+    pthread_mutex_unlock(&h->sessions_lock);
+    return found;
+}
+
 #if SAL_TEST_HOOKS
 static void (*_Atomic cut_hook)(void *);
 static void *_Atomic cut_hook_arg;
@@ -584,7 +601,7 @@ int sal_sync_snapshot(sal_heap *h, int mode, sal_id *roots_out)
         return SAL_EINVAL;
     if (h->readonly)
         return SAL_EREADONLY;
-    if (thread_write_sections > 0)
+    if (sal_thread_writing(h))
         return SAL_EBUSY; /* the cut would wait for this thread's section */
     pthread_mutex_lock(&h->sync_lock);
     int err = sal_commit(h, mode, 0, roots_out);
