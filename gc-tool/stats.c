@@ -18,7 +18,7 @@ static const char *state_name(uint32_t s)
 
 #define OLDEST_READER_NOTE                                                                   \
     "not knowable offline: readers and sections live in the memory of the process "          \
-    "that has the heap open (sal_heap_stats().oldest_section_epoch there)"
+    "that has the heap open (sal_heap_stats_get(): oldest_section_epoch there)"
 #define HOT_COLD_NOTE "not built yet: there is no compaction or hot/cold placement"
 
 static uint64_t used_total(const gc_report *r)

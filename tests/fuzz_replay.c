@@ -128,6 +128,10 @@ int main(int argc, char **argv)
         }
         struct dirent **names;
         int n = scandir(argv[i], &names, NULL, alphasort);
+        if (n < 0) {
+            fprintf(stderr, "fuzz_replay: %s: cannot list it\n", argv[i]);
+            return 1;
+        }
         for (int k = 0; k < n; k++) {
             if (names[k]->d_name[0] != '.') {
                 char path[4096];
@@ -137,6 +141,10 @@ int main(int argc, char **argv)
             free(names[k]);
         }
         free(names);
+    }
+    if (inputs == 0) {
+        fprintf(stderr, "fuzz_replay: no input found: nothing was tested\n");
+        return 1;
     }
     printf("fuzz_replay: %lu inputs, no crash\n", inputs);
     return 0;

@@ -17,6 +17,8 @@
  *             commit after its release is written (crash rule 2).
  * emptied_during_cut  a segment's last object released inside a commit's
  *             cut (a hook): the segment waits for the commit after it.
+ * released_during_flush  a committed id released while a commit is being
+ *             written (a hook) waits for the commit after it.
  * root_get_vs_in_place_writer  a root got while its writer replaces it and
  *             writes the old object in place: no reader holds what is
  *             written.
@@ -1228,9 +1230,11 @@ static void *cut_race_releaser(void *arg)
 /* In the cut, with seg_lock held: start the release and give it 200 ms.  A
  * library that claims the emptied segment without seg_lock finishes the
  * release here; one that takes the lock finishes it after the cut. */
-static void cut_race_hook(void *arg)
+static void cut_race_hook(void *arg, int where)
 {
     cut_race *x = arg;
+    if (where != SAL_TEST_HOOK_IN_CUT)
+        return;
     pthread_mutex_lock(&x->mu);
     if (!x->hooked++) {
         x->go = 1;
@@ -1345,7 +1349,7 @@ typedef struct rg_ctx {
 static void *rg_writer(void *arg)
 {
     rg_ctx *x = arg;
-    sal_session *s;
+    sal_session *s = NULL;
     uint64_t rng = x->seed;
     int err = sal_session_open(x->heap, &s);
     while (!atomic_load(&x->reading))
@@ -1438,6 +1442,126 @@ static void root_get_vs_in_place_writer(void **state)
     TU_OK(sal_heap_close(h));
 }
 
+/* ---------------------------------------------------------------------
+ * released_during_flush
+ *
+ * A committed object released after a commit's cut but before that commit
+ * is written: its id is tagged with that cut, and must stay held back until
+ * the commit after it is written, not come back when the one in flight
+ * ends.  The held_ids_* tests meet this overlap only by chance; a hook at
+ * the start of the commit's flush makes it happen every time.
+ * --------------------------------------------------------------------- */
+typedef struct flush_race {
+    sal_heap *heap;
+    sal_id victim;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int go, done, hooked, err;
+} flush_race;
+
+static void *flush_race_releaser(void *arg)
+{
+    flush_race *x = arg;
+    sal_session *s = NULL;
+    int err = sal_session_open(x->heap, &s);
+    pthread_mutex_lock(&x->mu);
+    while (!x->go)
+        pthread_cond_wait(&x->cv, &x->mu);
+    pthread_mutex_unlock(&x->mu);
+    if (!err)
+        err = sal_release(s, x->victim); /* held back, in this session's batch */
+    if (!err)
+        err = sal_session_close(s); /* hands the batch to the heap */
+    pthread_mutex_lock(&x->mu);
+    x->err = err;
+    x->done = 1;
+    pthread_cond_broadcast(&x->cv);
+    pthread_mutex_unlock(&x->mu);
+    return NULL;
+}
+
+static void flush_race_hook(void *arg, int where)
+{
+    flush_race *x = arg;
+    if (where != SAL_TEST_HOOK_FLUSH)
+        return;
+    pthread_mutex_lock(&x->mu);
+    if (!x->hooked++) {
+        x->go = 1;
+        pthread_cond_broadcast(&x->cv);
+        while (!x->done)
+            pthread_cond_wait(&x->cv, &x->mu); /* it takes no lock we hold */
+    }
+    pthread_mutex_unlock(&x->mu);
+}
+
+/* Does a new session's first 2048 allocations hand out `index`? */
+static int index_handed_out(sal_heap *h, uint32_t index)
+{
+    sal_session *s;
+    TU_OK(sal_session_open(h, &s));
+    TU_OK(sal_write_begin(s));
+    sal_id ids[2048];
+    void *p;
+    int found = 0;
+    for (int i = 0; i < 2048; i++) {
+        TU_OK(sal_alloc(s, 8, 0, 0, &ids[i], &p));
+        found |= tu_index(ids[i]) == index;
+    }
+    for (int i = 0; i < 2048; i++)
+        TU_OK(sal_release(s, ids[i]));
+    TU_OK(sal_write_end(s));
+    TU_OK(sal_session_close(s));
+    return found;
+}
+
+static void released_during_flush(void **state)
+{
+    tu_ctx *c = *state;
+    sal_options o = tu_small_options();
+    o.ready_segments = 0; /* the commit itself moves the ids: no timing */
+    sal_session *s;
+    sal_heap *h = tu_create_with(c, &o, &s);
+    flush_race x = {.heap = h};
+    pthread_mutex_init(&x.mu, NULL);
+    pthread_cond_init(&x.cv, NULL);
+    void *p;
+    TU_OK(sal_write_begin(s));
+    TU_OK(sal_alloc(s, 8, 0, 0, &x.victim, &p));
+    TU_OK(sal_write_end(s));
+    TU_OK(sal_session_close(s)); /* its unused ids go to the pool */
+    TU_OK(sal_sync(h, SAL_SYNC_PROTECT)); /* the victim is committed */
+
+    int hook = sal_test_cut_hook(flush_race_hook, &x);
+    if (hook == ENOSYS) {
+        TU_OK(sal_heap_close(h));
+        skip(); /* a build without test hooks */
+    }
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, flush_race_releaser, &x), 0);
+    uint64_t cut = atomic_load(&h->commit_epoch) + 1;
+    TU_OK(sal_sync(h, SAL_SYNC_PROTECT)); /* released during its flush */
+    TU_OK(sal_test_cut_hook(NULL, NULL));
+    pthread_join(t, NULL);
+    TU_OK(x.err);
+    assert_int_equal(x.hooked, 1);
+    assert_int_equal(atomic_load(&h->commit_epoch), cut);
+
+    /* Commit `cut` is written; its state has the victim: held back. */
+    uint64_t pending = tu_stats(h).ids_pending;
+    if (pending != 1 || index_handed_out(h, tu_index(x.victim)))
+        fail_msg("the id released after cut %" PRIu64 " came back when commit %" PRIu64
+                 " was written (ids pending: %" PRIu64 ")",
+                 cut, cut, pending);
+    /* One commit more, and it is reusable. */
+    TU_OK(sal_sync(h, SAL_SYNC_PROTECT));
+    assert_int_equal(tu_stats(h).ids_pending, 0);
+    assert_true(index_handed_out(h, tu_index(x.victim)));
+    pthread_mutex_destroy(&x.mu);
+    pthread_cond_destroy(&x.cv);
+    TU_OK(sal_heap_close(h));
+}
+
 int main(int argc, char **argv)
 {
     tu_init(argc, argv);
@@ -1451,6 +1575,7 @@ int main(int argc, char **argv)
         TU_TEST(held_ids_by_commit),
         TU_TEST(emptied_during_cut),
         TU_TEST(root_get_vs_in_place_writer),
+        TU_TEST(released_during_flush),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -57,7 +57,7 @@
  * thread in a section might still see is never reused until it leaves (your
  * own session may reuse what you no longer reference at once).  A thread
  * that never leaves its section holds back the reuse of freed space by the
- * others (see sal_heap_stats(): oldest_section_epoch).
+ * others (see sal_heap_stats_get(): oldest_section_epoch).
  *
  * The heap has SAL_ROOT_COUNT numbered roots.  Setting a root publishes a
  * version; getting a root gives you a retained id: a snapshot that no writer
@@ -148,7 +148,8 @@ enum sal_error {
                                recovered before it is opened for writing */
     /* Using the API */
     SAL_EINVAL = -30710,    /* an argument is out of its documented range */
-    SAL_EBADID = -30711,    /* null id, or an index outside the table */
+    SAL_EBADID = -30711,    /* null id, an index outside the table, or
+                               one never handed out */
     SAL_ESTALE = -30712,    /* the id was released (its object is gone) */
     SAL_ETOOBIG = -30713,   /* object larger than the largest object */
     SAL_ESESSIONS = -30714, /* SAL_MAX_SESSIONS sessions already open */
@@ -303,12 +304,13 @@ SAL_API uint64_t sal_max_object_bytes(const sal_heap *heap);
  * ------------------------------------------------------------------------ */
 
 /* Open an allocating session for the calling thread.  SAL_ESESSIONS when
- * SAL_MAX_SESSIONS are open; SAL_EREADONLY on a read-only heap.  A closed
- * session's slot is reused. */
+ * SAL_MAX_SESSIONS are open; SAL_EREADONLY on a read-only heap; SAL_ENOMEM.
+ * A closed session's slot is reused. */
 SAL_API int sal_session_open(sal_heap *heap, sal_session **session_out);
 
 /* Open a reader: a session that can read, retain and release, but not
- * allocate or write.  SAL_EREADERS when SAL_MAX_READERS are open. */
+ * allocate or write.  SAL_EREADERS when SAL_MAX_READERS are open;
+ * SAL_ENOMEM. */
 SAL_API int sal_reader_open(sal_heap *heap, sal_session **reader_out);
 
 /* Close a session or reader.  SAL_EBUSY if it is inside a section.  The
@@ -373,7 +375,9 @@ SAL_API int sal_info(sal_session *session, sal_id id, sal_object_info *out);
 
 /* Take another reference.  Reference counts are 24 bits wide: a count that
  * reaches SAL_REFCOUNT_SATURATED stays there, and the object is never freed
- * by counting (recovery recounts it).  Errors: SAL_EBADID, SAL_ESTALE. */
+ * by counting (recovery recounts it).  Errors: SAL_EBADID, SAL_ESTALE,
+ * SAL_ECORRUPT (the id's entry or header is damaged), SAL_EINVAL (no
+ * session), SAL_EWRONGTHREAD (debug builds). */
 SAL_API int sal_retain(sal_session *session, sal_id id);
 
 /* Drop a reference.  At zero the object's children are released in turn
@@ -481,7 +485,8 @@ SAL_API int sal_root_cas(sal_session *session, unsigned root, sal_id expected,
  * (SAL_EBUSY).
  * Errors: SAL_EREADONLY, SAL_EINVAL (mode), or the errno of a failed
  * mprotect/msync/sync_file_range; the previous commit stays intact and the
- * next sync flushes what this one could not. */
+ * next sync flushes what this one could not.  SAL_ENOMEM if the commit's
+ * bookkeeping cannot be allocated (nothing was done). */
 SAL_API int sal_sync(sal_heap *heap, int mode);
 
 /* As sal_sync(), and hands out the committed roots, each retained: a
@@ -502,7 +507,9 @@ typedef struct sal_heap_stats {
     uint64_t segments_total;     /* segments the reservation can hold */
     uint64_t segments_in_use;    /* holding objects or an arena */
     uint64_t segments_ready;     /* pre-faulted, waiting in the queue */
-    uint64_t segments_free;      /* empty, reusable */
+    uint64_t segments_free;      /* empty: reusable, or waiting for the
+                                    sections or the commit that hold
+                                    them back */
     uint64_t live_objects;       /* ids currently naming objects */
     uint64_t live_bytes;         /* their headers and payloads */
     uint64_t ids_high_water;     /* highest table index ever handed out */

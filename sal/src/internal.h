@@ -299,10 +299,14 @@ void sal_segment_prepare(sal_heap *h, uint64_t seg, int by_provider);
 void sal_provider_wait_for_commit(sal_heap *h);
 /* Reclaim pending segments whose readers and commits are past. */
 void sal_segments_reclaim(sal_heap *h);
-/* sync.c, test builds (SAL_TEST_HOOKS; ENOSYS otherwise): call fn(arg) in
- * every commit's cut, with seg_lock held, after the segment records are
- * taken and before the cut epoch advances.  NULL removes it. */
-int sal_test_cut_hook(void (*fn)(void *), void *arg);
+/* sync.c, test builds (SAL_TEST_HOOKS; ENOSYS otherwise): call fn(arg,
+ * where) in every commit at two points: SAL_TEST_HOOK_IN_CUT inside the
+ * cut, with seg_lock held, after the segment records are taken and before
+ * the cut epoch advances; SAL_TEST_HOOK_FLUSH after the cut (the epoch
+ * advanced, writers let in), before anything is flushed or the slot
+ * written.  NULL removes it. */
+enum { SAL_TEST_HOOK_IN_CUT, SAL_TEST_HOOK_FLUSH };
+int sal_test_cut_hook(void (*fn)(void *, int), void *arg);
 /* session.c, test builds (ENOSYS otherwise): while `on`, every id vector
  * that must grow fails with SAL_ENOMEM. */
 int sal_test_id_vec_fail(int on);

@@ -55,31 +55,30 @@ int sal_thread_writing(sal_heap *h)
 }
 
 #if SAL_TEST_HOOKS
-static void (*_Atomic cut_hook)(void *);
+static void (*_Atomic cut_hook)(void *, int);
 static void *_Atomic cut_hook_arg;
 
-int sal_test_cut_hook(void (*fn)(void *), void *arg)
+int sal_test_cut_hook(void (*fn)(void *, int), void *arg)
 {
     atomic_store(&cut_hook_arg, arg);
     atomic_store(&cut_hook, fn);
     return 0;
 }
 
-/* Inside the cut, segment records taken, cut epoch not yet advanced. */
-static void cut_hook_run(void)
+static void cut_hook_run(int where)
 {
-    void (*fn)(void *) = atomic_load(&cut_hook);
+    void (*fn)(void *, int) = atomic_load(&cut_hook);
     if (fn)
-        fn(atomic_load(&cut_hook_arg));
+        fn(atomic_load(&cut_hook_arg), where);
 }
 #else
-int sal_test_cut_hook(void (*fn)(void *), void *arg)
+int sal_test_cut_hook(void (*fn)(void *, int), void *arg)
 {
     (void)fn;
     (void)arg;
     return ENOSYS;
 }
-static void cut_hook_run(void) {}
+static void cut_hook_run(int where) { (void)where; }
 #endif
 
 
@@ -284,7 +283,7 @@ static int cut_take(sal_heap *h, cut *c, int mode, sal_id *roots_out)
                                ? s->roots[r]
                                : SAL_NULL_ID;
     }
-    cut_hook_run();
+    cut_hook_run(SAL_TEST_HOOK_IN_CUT);
     if (!err)
         atomic_store(&h->cut_epoch, s->epoch);
     pthread_mutex_unlock(&h->seg_lock);
@@ -419,7 +418,11 @@ void sal_pending_ids_release(sal_heap *h, int by_provider)
 
     size_t keep = 0; /* entries not ready yet to the front */
     for (size_t i = 0; i < len; i++)
+#ifdef SAL_MUTANT_READY_EARLY /* mutant: ready when the commit in flight ends */
+        if (list[i].tag > written) {
+#else
         if (list[i].tag >= written) {
+#endif
             sal_pending_id p = list[i];
             list[i] = list[keep];
             list[keep++] = p;
@@ -495,6 +498,7 @@ int sal_commit(sal_heap *h, int mode, int clean, sal_id *roots_out)
     int err = cut_take(h, &c, mode, roots_out);
     if (err)
         goto done;
+    cut_hook_run(SAL_TEST_HOOK_FLUSH);
 
     for (size_t i = 0; i < c.nprotect; i++) {
         if ((err = sal_os_protect_readonly(h->base + c.protect[i].offset,
