@@ -875,6 +875,8 @@ static void predict(checker *c, const mark_view *ref, const mark_view *rep)
                 uint64_t start = gc_segment_start(c->hf, s);
                 gc_fix f = {.kind = GC_FIX_PAD, .offset = start + r->segs[s].damaged_at,
                             .length = start + c->hf->rec[s].used_bytes};
+                const uint64_t *word = gc_at(c->hf, f.offset, 8);
+                f.old_value = word ? *word : 0;
                 if (gc_add_fix(r, &f))
                     c->oom = 1;
             }

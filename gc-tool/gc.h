@@ -109,7 +109,8 @@ typedef struct gc_fix {
     enum gc_fix_kind kind;
     uint64_t offset;       /* file offset of the first byte to write */
     uint64_t length;       /* GC_FIX_PAD: end of the range (offset) */
-    uint64_t old_value;    /* GC_FIX_CHILD_SLOT: the id it held */
+    uint64_t old_value;    /* GC_FIX_CHILD_SLOT: the id it held;
+                              GC_FIX_PAD: the word at offset */
     uint64_t parent;       /* GC_FIX_CHILD_SLOT: the object holding it */
     uint32_t slot;         /* GC_FIX_CHILD_SLOT: child slot number;
                               GC_FIX_SLOT: commit slot number */

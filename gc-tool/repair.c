@@ -240,7 +240,13 @@ static long apply_fixes(const char *path, const gc_report *r, FILE *out)
                         f->slot, sal_id_index(f->parent), sal_id_gen(f->parent),
                         sal_id_index(f->old_value), sal_id_gen(f->old_value));
         } else if (f->kind == GC_FIX_PAD) {
-            uint64_t zero = 0;
+            /* The damaged word as the check saw it, or a writer has been
+             * there since: leave the range. */
+            uint64_t cur, zero = 0;
+            if ((err = sal_os_pread(fd, &cur, 8, f->offset)))
+                break;
+            if (cur != f->old_value)
+                continue;
             if ((err = sal_os_pwrite(fd, &zero, 8, f->offset)))
                 break;
             for (uint64_t p = (f->offset + SAL_PAGE_BYTES) & ~(uint64_t)(SAL_PAGE_BYTES - 1);
