@@ -143,78 +143,37 @@ static int choose_slot(const sal_commit_slot *s, const int *valid, int boot_know
  * holds its records, at least one, for the caller to free), 0 if not, -2
  * if it cannot be read (past the end of a truncated file: the library
  * skips such a slot too), -1 out of memory (reported). */
-static int copy_intact(int fd, const sal_superblock *sb, const sal_commit_slot *s, unsigned i,
-                       gc_report *r, sal_segment_record **rec_out)
-{
-    uint64_t n = s->segments_high_water;
-    sal_segment_record *rec = calloc(n ? n : 1, sizeof *rec);
-    if (!rec) {
-        gc_op_error(r, "out of memory for %llu segment records", (unsigned long long)n);
-        return -1;
-    }
-    int err = n ? sal_os_pread(fd, rec, n * sizeof *rec,
-                               sb->segtab_offset + (uint64_t)i * sb->segtab_bytes)
-                : 0;
-    int intact = err ? -2 : sal_crc32c(0, rec, n * sizeof *rec) == s->segtab_checksum;
-    if (intact == 1)
-        *rec_out = rec;
-    else
-        free(rec);
-    return intact;
-}
-
 /*
- * The slot the library's open takes (sal/src/heap.c, check_file), by the
- * same steps: the valid slots in sal_slot_order's order; a slot whose
- * file_bytes is less than its segments need, or whose segment-table copy
- * cannot be read or does not match it, is passed over; the first left is
- * current, and some durable slot must be left too, or the library refuses
- * the heap.  check_file is static in the library (a change there could let
- * sal-gc call it instead of following it): its steps are followed here one
- * for one, and sal_slot_order is the library's own.  Slots passed over are
- * marked invalid with their problem.  Returns the slot, -1 if the library
- * refuses (*refusal says why), -2 out of memory (reported).
+ * The slot the library's open takes: sal_slot_pick, the library's own
+ * choice (sal/src/format.c), which sal/src/heap.c's check_file calls too.
+ * Slots it passed over are marked invalid here with their problem.
+ * Returns the slot, -1 if the library refuses (*refusal says why), -2 out
+ * of memory (reported).
  */
 static int pick_slot(int fd, const sal_superblock *sb, const sal_commit_slot *s, int *valid,
                      const char **problem, const uint8_t *boot, gc_report *r,
                      sal_segment_record **rec_out, const char **refusal)
 {
-    unsigned order[SAL_SLOT_COUNT], norder = sal_slot_order(s, valid, boot, order);
-    int pick = -1, durable_pick = -1;
-    *rec_out = NULL;
-    for (unsigned k = 0; k < norder && (pick < 0 || durable_pick < 0); k++) {
-        unsigned i = order[k];
-        sal_segment_record *rec = NULL;
-        int intact = 0;
-        if (s[i].file_bytes < sb->data_offset + s[i].segments_high_water * sb->segment_bytes)
-            problem[i] = "its file_bytes is less than its segments need (the library passes "
-                         "over it)";
-        else if ((intact = copy_intact(fd, sb, &s[i], i, r, &rec)) == -1)
-            break;
-        else if (intact != 1)
-            problem[i] = intact == 0 ? "its segment-table copy does not match it (a commit "
-                                       "that did not complete)"
-                                     : "its segment-table copy cannot be read";
-        if (intact != 1) {
-            valid[i] = 0;
-            r->slot_status[i] = GC_SLOT_INVALID;
-            continue;
-        }
-        if (pick < 0)
-            pick = (int)i, *rec_out = rec;
-        else
-            free(rec);
-        if (i < 2 && durable_pick < 0)
-            durable_pick = (int)i;
-    }
-    if (r->op_error) {
-        free(*rec_out);
-        *rec_out = NULL;
+    int skip[SAL_SLOT_COUNT], pick, durable_pick;
+    int err = sal_slot_pick(fd, sb, s, valid, boot, skip, &pick, &durable_pick, rec_out);
+    if (err == SAL_ENOMEM) {
+        gc_op_error(r, "out of memory for the segment records of a commit slot");
         return -2;
     }
-    if (pick < 0 || durable_pick < 0) {
-        free(*rec_out);
-        *rec_out = NULL;
+    for (unsigned i = 0; i < SAL_SLOT_COUNT; i++) {
+        if (skip[i] == SAL_SLOT_KEPT)
+            continue;
+        problem[i] = skip[i] == SAL_SLOT_SHORT_FILE
+                         ? "its file_bytes is less than its segments need (the library "
+                           "passes over it)"
+                     : skip[i] == SAL_SLOT_COPY_MISMATCH
+                         ? "its segment-table copy does not match it (a commit that did "
+                           "not complete)"
+                         : "its segment-table copy cannot be read";
+        valid[i] = 0;
+        r->slot_status[i] = GC_SLOT_INVALID;
+    }
+    if (err) {
         *refusal = pick < 0 ? "no valid durable commit slot (none with an intact "
                               "segment-table copy either)"
                             : "no valid durable commit slot with an intact segment-table "

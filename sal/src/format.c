@@ -4,9 +4,11 @@
  * the library: every geometry field is range-checked and cross-checked, so
  * that later code may compute offsets from them without overflow. */
 #include <stddef.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "format.h"
+#include "os.h"
 
 void sal_superblock_seal(sal_superblock *sb)
 {
@@ -98,4 +100,53 @@ unsigned sal_slot_order(const sal_commit_slot s[SAL_SLOT_COUNT], const int valid
             order[k - 1] = t;
         }
     return n;
+}
+
+int sal_slot_pick(int fd, const sal_superblock *sb, const sal_commit_slot s[SAL_SLOT_COUNT],
+                  const int valid[SAL_SLOT_COUNT], const uint8_t *boot,
+                  int skip[SAL_SLOT_COUNT], int *pick, int *durable_pick,
+                  sal_segment_record **records_out)
+{
+    unsigned order[SAL_SLOT_COUNT], norder = sal_slot_order(s, valid, boot, order);
+    sal_segment_record *rec = NULL;
+    *pick = *durable_pick = -1;
+    *records_out = NULL;
+    for (unsigned i = 0; i < SAL_SLOT_COUNT; i++)
+        skip[i] = SAL_SLOT_KEPT;
+    for (unsigned k = 0; k < norder && (*pick < 0 || *durable_pick < 0); k++) {
+        unsigned i = order[k];
+        uint64_t n = s[i].segments_high_water;
+        if (s[i].file_bytes < sb->data_offset + n * sb->segment_bytes) {
+            skip[i] = SAL_SLOT_SHORT_FILE;
+            continue;
+        }
+        sal_segment_record *r = calloc(n ? n : 1, sizeof *r);
+        if (!r) {
+            free(rec);
+            return SAL_ENOMEM;
+        }
+        uint64_t segtab = sb->segtab_offset + i * sb->segtab_bytes;
+        if (n && sal_os_pread(fd, r, n * sizeof *r, segtab) != 0)
+            skip[i] = SAL_SLOT_COPY_UNREADABLE;
+        else if (sal_crc32c(0, r, n * sizeof *r) != s[i].segtab_checksum)
+            skip[i] = SAL_SLOT_COPY_MISMATCH;
+        if (skip[i] != SAL_SLOT_KEPT) {
+            free(r);
+            continue;
+        }
+        if (*pick < 0) {
+            *pick = (int)i;
+            rec = r;
+        } else {
+            free(r);
+        }
+        if (i < 2 && *durable_pick < 0)
+            *durable_pick = (int)i;
+    }
+    if (*pick < 0 || *durable_pick < 0) {
+        free(rec);
+        return SAL_ECORRUPT;
+    }
+    *records_out = rec;
+    return 0;
 }

@@ -222,4 +222,27 @@ int sal_slot_valid(const sal_commit_slot *slot, const sal_superblock *sb);
 unsigned sal_slot_order(const sal_commit_slot s[SAL_SLOT_COUNT], const int valid[SAL_SLOT_COUNT],
                         const uint8_t *boot, unsigned order[SAL_SLOT_COUNT]);
 
+/* Why the slot choice passed over a valid slot (skip[] of sal_slot_pick). */
+enum {
+    SAL_SLOT_KEPT,           /* not passed over (or not looked at) */
+    SAL_SLOT_SHORT_FILE,     /* its file_bytes is less than its segments need */
+    SAL_SLOT_COPY_UNREADABLE,/* its segment-table copy cannot be read */
+    SAL_SLOT_COPY_MISMATCH,  /* its segment-table copy does not match it */
+};
+/* The slot an open takes, in sal_slot_order's order: a slot whose
+ * file_bytes is less than its segments need, or whose segment-table copy
+ * (read from `fd`) cannot be read or does not match it, is passed over
+ * (skip[i] says why); the first left is current (*pick), and the first
+ * durable one left (*durable_pick) must exist too: a commit whose slot
+ * reached the disk although its flush failed can have its copy rewritten
+ * by the next commit, and then the slot before it is the current one.
+ * Returns 0 with *records_out, the current slot's copy (to free);
+ * SAL_ECORRUPT when no slot or no durable slot is left (*pick and
+ * *durable_pick say which: -1 for none); SAL_ENOMEM.  The library's open
+ * and sal-gc both choose by it. */
+int sal_slot_pick(int fd, const sal_superblock *sb, const sal_commit_slot s[SAL_SLOT_COUNT],
+                  const int valid[SAL_SLOT_COUNT], const uint8_t *boot,
+                  int skip[SAL_SLOT_COUNT], int *pick, int *durable_pick,
+                  sal_segment_record **records_out);
+
 #endif

@@ -146,39 +146,10 @@ static int check_file(int fd, const uint8_t *boot, sal_superblock *sb, sal_commi
     for (unsigned i = 0; i < SAL_SLOT_COUNT; i++)
         if (valid[i] && s[i].epoch > *max_epoch)
             *max_epoch = s[i].epoch;
-    unsigned order[SAL_SLOT_COUNT], norder = sal_slot_order(s, valid, boot, order);
-    sal_segment_record *rec = NULL;
-    int pick = -1, durable_pick = -1;
-    for (unsigned k = 0; k < norder && (pick < 0 || durable_pick < 0); k++) {
-        unsigned i = order[k];
-        sal_segment_record *r = NULL;
-        uint64_t n = s[i].segments_high_water;
-        if (s[i].file_bytes < sb->data_offset + n * sb->segment_bytes)
-            continue;
-        r = calloc(n ? n : 1, sizeof *r);
-        if (!r) {
-            free(rec);
-            return SAL_ENOMEM;
-        }
-        uint64_t segtab = sb->segtab_offset + i * sb->segtab_bytes;
-        if ((n && sal_os_pread(fd, r, n * sizeof *r, segtab) != 0) ||
-            sal_crc32c(0, r, n * sizeof *r) != s[i].segtab_checksum) {
-            free(r);
-            continue;
-        }
-        if (pick < 0) {
-            pick = (int)i;
-            rec = r;
-        } else {
-            free(r);
-        }
-        if (i < 2 && durable_pick < 0)
-            durable_pick = (int)i;
-    }
-    if (pick < 0 || durable_pick < 0) {
-        free(rec);
-        return SAL_ECORRUPT;
-    }
+    sal_segment_record *rec;
+    int skip[SAL_SLOT_COUNT], pick, durable_pick;
+    if ((err = sal_slot_pick(fd, sb, s, valid, boot, skip, &pick, &durable_pick, &rec)))
+        return err;
     *slot = s[pick];
     *slot_index = (unsigned)pick;
     *durable_index = (unsigned)durable_pick;
