@@ -336,6 +336,25 @@ static int finish(const char *path, const gc_options *o, FILE *out)
 
 /* --dry-run: the library's repair in private memory (a read-only open with
  * SAL_OPEN_REPAIR writes nothing), compared with the check's prediction. */
+/* The library's repair in private memory (a read-only open with
+ * SAL_OPEN_REPAIR): what it would find, with nothing written.  Returns 0,
+ * or the open's error. */
+static int library_repair_dry(const char *path, sal_recovery_report *rr)
+{
+    sal_options opt;
+    sal_options_init(&opt);
+    opt.flags = SAL_OPEN_READONLY | SAL_OPEN_REPAIR;
+    opt.ready_segments = 0;
+    sal_heap *h = NULL;
+    memset(rr, 0, sizeof *rr);
+    int err = sal_heap_open(path, &opt, &h);
+    if (err)
+        return err;
+    (void)sal_heap_recovery_report(h, rr);
+    (void)sal_heap_close(h);
+    return 0;
+}
+
 static void library_dry_run(const char *path, const gc_report *r, FILE *out)
 {
     sal_options opt;
@@ -406,7 +425,26 @@ int gc_repair_path(const char *path, const gc_options *o, const gc_repair_option
     }
     gc_report_free(&meta);
 
-    if (unclean && !ro->dry_run && !ro->check_first) {
+    /* An unclean heap is repaired at once, unless the library's repair
+     * (tried first in private memory) would cut references: a crash alone
+     * never does (recovery gives back the last commit whole); damage does.
+     * A root it would empty loses all that the root reached, which needs
+     * --force as on a clean heap; other dangling references go through
+     * the check first, as with --check-first. */
+    sal_recovery_report dry;
+    int beyond_crash = unclean && !ro->dry_run && !ro->check_first && !ro->force &&
+                       library_repair_dry(path, &dry) == 0 &&
+                       (dry.roots_cleared || dry.dangling_refs);
+    if (beyond_crash && dry.roots_cleared) {
+        fprintf(out, "  REFUSED: the heap was not closed cleanly, and is damaged too: the "
+                     "library's repair would empty %" PRIu64 " root(s) (and leave %" PRIu64
+                     " dangling reference(s)), losing what they reach.  `sal-gc check` shows "
+                     "the damage; copy the heap first; `sal-gc repair --force` repairs "
+                     "anyway.\n",
+                (uint64_t)dry.roots_cleared, (uint64_t)dry.dangling_refs);
+        return GC_EXIT_UNCORRECTED;
+    }
+    if (unclean && !ro->dry_run && !ro->check_first && !beyond_crash) {
         fprintf(out, "  the heap was not closed cleanly: repairing it at once (--check-first "
                      "checks it before)\n");
         table_memory before;

@@ -167,6 +167,38 @@ static void test_unclean_stale_reference(void **state)
     snap_free(&before);
 }
 
+/* An unclean heap whose segment record no longer covers reachable
+ * objects: the repair at once would cut them off; it must refuse, as on a
+ * clean heap, and leave the file as it was. */
+static void test_unclean_damage_refused(void **state)
+{
+    tu_ctx *c = *state;
+    gc_sound g;
+    gc_layout l;
+    gc_snap before;
+    build(state, &g, &l, &before);
+    sal_segment_record rec = lay_record(c->path, &l, 0);
+    rec.used_bytes = 0x800;
+    if (rec.live_bytes > rec.used_bytes)
+        rec.live_bytes = rec.used_bytes;
+    lay_set_record(c->path, &l, 0, &rec);
+    make_unclean(c->path);
+    size_t len0 = 0, len1 = 0;
+    uint8_t *img0 = tu_read_file(c->path, &len0);
+    assert_non_null(img0);
+    char *out = malloc(GC_OUT_BYTES);
+    GC_EXPECT(gc_run(out, GC_OUT_BYTES, "repair", c->path), 4, out);
+    assert_non_null(strstr(out, "REFUSED"));
+    uint8_t *img1 = tu_read_file(c->path, &len1);
+    assert_non_null(img1);
+    assert_int_equal(len0, len1);
+    assert_memory_equal(img0, img1, len0); /* nothing written */
+    free(img0);
+    free(img1);
+    free(out);
+    snap_free(&before);
+}
+
 static void test_slot_short_file_bytes(void **state)
 {
     tu_ctx *c = *state;
@@ -312,6 +344,7 @@ int main(int argc, char **argv)
         TU_TEST(test_table_located_inside),
         TU_TEST(test_table_located_stale_dead),
         TU_TEST(test_unclean_stale_reference),
+        TU_TEST(test_unclean_damage_refused),
         TU_TEST(test_slot_short_file_bytes),
         TU_TEST(test_slot_protect_no_durable),
         TU_TEST(test_live_behind_damage),
