@@ -292,9 +292,14 @@ int gc_heapfile_open(const char *path, const gc_options *o, gc_report *r, gc_hea
     int version_problem;
     const char *why = superblock_problem(sb, &version_problem);
     if (why && version_problem) {
-        gc_op_error(r, "%s is a sal heap of another format (%s: version %u; this sal-gc "
-                       "reads version %u)",
-                    path, why, sb->format_version, SAL_FORMAT_VERSION);
+        if (sb->format_version != SAL_FORMAT_VERSION)
+            gc_op_error(r, "%s is a sal heap of another format (format version %u; this "
+                           "sal-gc reads version %u)",
+                        path, sb->format_version, SAL_FORMAT_VERSION);
+        else
+            gc_op_error(r, "%s is a sal heap of another format: its %s differ from this "
+                           "build's, although it says format version %u",
+                        path, why, sb->format_version);
         return -1;
     }
     if (why || sal_superblock_check(sb, hf->size) == SAL_ECORRUPT) {
