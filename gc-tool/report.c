@@ -396,7 +396,9 @@ void gc_print_check(FILE *out, const gc_report *r, const gc_options *o)
 
 static void json_prediction(FILE *out, const gc_report *r)
 {
-    const gc_prediction *p = &r->predict;
+    /* A heap the library refuses is not repaired: nothing would change. */
+    gc_prediction none = {.library_opens = 0};
+    const gc_prediction *p = r->predict.library_opens ? &r->predict : &none;
     fprintf(out, "{\"library_opens\": %s, \"objects_live\": %" PRIu64 ", \"bytes_live\": %"
                  PRIu64 ", \"ids_freed\": %" PRIu64 ", \"counts_set\": %" PRIu64
                  ", \"ids_revived\": %" PRIu64 ", \"locations_set\": %" PRIu64
