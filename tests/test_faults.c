@@ -436,31 +436,90 @@ static int child_fill_disk(void *argp)
     return 0;
 }
 
-static void full_disk_tmpfs(void **state)
+/* The disk fills up with another file before the heap's first object: the
+ * allocations get ENOSPC once the prepared segments are used, and never a
+ * SIGBUS.  (A new heap's first object-table chunk was once left
+ * unallocated: the first table entry written went into a hole of a full
+ * disk.) */
+static int child_full_before_first_alloc(void *argp)
 {
-    tu_ctx *c = *state;
+    disk_arg *a = argp;
+    sal_options o = tu_small_options();
+    o.ready_segments = 2;
+    sal_heap *h;
+    sal_session *s;
+    if (sal_heap_create(a->path, &o, &h))
+        return 10;
+    for (int ms = 0; ms < 2000 && tu_stats(h).segments_ready < 2; ms++)
+        usleep(1000); /* the provider prepares its segments */
+    char filler[PATH_MAX];
+    snprintf(filler, sizeof filler, "%s.fill", a->path);
+    int fd = open(filler, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return 11;
+    static char buf[1 << 16];
+    memset(buf, 1, sizeof buf);
+    while (write(fd, buf, sizeof buf) > 0)
+        ;
+    close(fd);
+    if (sal_session_open(h, &s) || sal_write_begin(s))
+        return 12;
+    int rc = 0, n = 0;
+    for (; n < 200000 && rc == 0; n++) {
+        sal_id id;
+        void *p;
+        rc = sal_alloc(s, 16, 0, 1, &id, &p);
+    }
+    if (rc != ENOSPC) {
+        fprintf(stderr, "allocating on a full disk: %d (%s) after %d objects\n", rc,
+                sal_strerror(rc), n);
+        return 13;
+    }
+    if (sal_write_end(s) || sal_session_close(s))
+        return 14;
+    unlink(filler);
+    if (sal_heap_close(h))
+        return 15;
+    printf("[          ] tmpfs: %d objects before ENOSPC on a disk filled by another file\n",
+           n - 1);
+    fflush(stdout);
+    return 0;
+}
+
+/* Run `child` on a heap in a 16 MiB tmpfs (root only). */
+static void on_small_tmpfs(tu_ctx *c, const char *name, int (*child)(void *))
+{
     if (geteuid() != 0) {
-        print_message("full_disk_tmpfs: needs root to mount a tmpfs: skipped\n");
+        print_message("%s: needs root to mount a tmpfs: skipped\n", name);
         skip();
     }
     char mnt[PATH_MAX];
     tu_join(mnt, sizeof(mnt), c->dir, "tmpfs");
     assert_int_equal(mkdir(mnt, 0700), 0);
     if (mount("tmpfs", mnt, "tmpfs", 0, "size=16m,mode=0700") != 0) {
-        print_message("full_disk_tmpfs: mount -t tmpfs failed (%s): skipped\n",
-                      strerror(errno));
+        print_message("%s: mount -t tmpfs failed (%s): skipped\n", name, strerror(errno));
         skip();
     }
     char path[PATH_MAX];
     tu_join(path, sizeof(path), mnt, "heap");
     disk_arg a = {path};
-    int status = tu_in_child(child_fill_disk, &a);
+    int status = tu_in_child(child, &a);
     umount2(mnt, MNT_DETACH);
     if (WIFSIGNALED(status))
         fail_msg("the heap on a full disk died of signal %d (%s)", WTERMSIG(status),
                  strsignal(WTERMSIG(status)));
     if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
         fail_msg("the full-disk child failed at step %d", WEXITSTATUS(status));
+}
+
+static void full_disk_tmpfs(void **state)
+{
+    on_small_tmpfs(*state, "full_disk_tmpfs", child_fill_disk);
+}
+
+static void full_disk_before_first_alloc(void **state)
+{
+    on_small_tmpfs(*state, "full_disk_before_first_alloc", child_full_before_first_alloc);
 }
 
 int main(int argc, char **argv)
@@ -473,6 +532,7 @@ int main(int argc, char **argv)
         FAULT_TEST(create_faults),
         FAULT_TEST(close_msync_fails),
         FAULT_TEST(full_disk_tmpfs),
+        FAULT_TEST(full_disk_before_first_alloc),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -341,9 +341,15 @@ static int heap_open_fd(int fd, const sal_options *opt, int writable,
     (void)sal_os_advise_folios(h->base, sb.data_offset, 0);
     h->table = (_Atomic uint64_t *)(h->base + sb.table_offset);
     /* The table is allocated on disk up to the chunk holding the high-water
-     * mark; nothing above it is read. */
-    atomic_store(&h->table_ready_bytes,
-                 sal_round_up(slot.ids_high_water * 8, SAL_TABLE_CHUNK_BYTES));
+     * mark; nothing above it is read.  Allocated here, not assumed: create
+     * allocates the metadata before the table only, and entries written
+     * into a hole of a full disk would be a SIGBUS, not ENOSPC.  (A review
+     * found it on a full tmpfs.)  On chunks already allocated it costs a
+     * look at the extents. */
+    uint64_t table_ready = sal_round_up(slot.ids_high_water * 8, SAL_TABLE_CHUNK_BYTES);
+    if (writable && (err = sal_os_fallocate(fd, sb.table_offset, table_ready)))
+        goto fail;
+    atomic_store(&h->table_ready_bytes, table_ready);
     if (writable && (err = sal_table_ensure(h, slot.ids_high_water)))
         goto fail;
     if (recover) {
