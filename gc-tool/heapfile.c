@@ -114,19 +114,14 @@ static const char *slot_problem(const sal_commit_slot *s, const sal_superblock *
     return NULL;
 }
 
-/* Index of the slot the library would open (the first of sal_slot_order,
- * if a durable slot is valid at all), or -1.  With r, notes the volatile
- * slots of another boot, newer than the durable one, that are passed
- * over. */
-static int choose_slot(const sal_commit_slot *s, const int *valid, int boot_known,
-                       const uint8_t boot[16], gc_report *r)
+/* Notes the volatile slots of another boot, newer than the newest valid
+ * durable slot, that the library's choice passes over (there is a valid
+ * durable slot: the library opened the heap). */
+static void note_other_boot_slots(const sal_commit_slot *s, const int *valid, int boot_known,
+                                  const uint8_t boot[16], gc_report *r)
 {
-    if (!valid[0] && !valid[1])
-        return -1;
-    unsigned order[SAL_SLOT_COUNT];
-    (void)sal_slot_order(s, valid, boot_known ? boot : NULL, order);
     unsigned durable = valid[0] && (!valid[1] || s[0].epoch >= s[1].epoch) ? 0 : 1;
-    for (unsigned i = 2; r && i < SAL_SLOT_COUNT; i++) {
+    for (unsigned i = 2; i < SAL_SLOT_COUNT; i++) {
         if (!valid[i] || s[i].epoch <= s[durable].epoch ||
             (boot_known && memcmp(s[i].boot_id, boot, 16) == 0))
             continue;
@@ -136,13 +131,8 @@ static int choose_slot(const sal_commit_slot *s, const int *valid, int boot_know
                    "lost (the crash contract); the durable commit is used",
                 i, (unsigned long long)s[i].epoch);
     }
-    return (int)order[0];
 }
 
-/* 1 if slot i's segment-table copy matches its checksum (*rec_out then
- * holds its records, at least one, for the caller to free), 0 if not, -2
- * if it cannot be read (past the end of a truncated file: the library
- * skips such a slot too), -1 out of memory (reported). */
 /*
  * The slot the library's open takes: sal_slot_pick, the library's own
  * choice (sal/src/format.c), which sal/src/heap.c's check_file calls too.
@@ -351,7 +341,7 @@ int gc_heapfile_open(const char *path, const gc_options *o, gc_report *r, gc_hea
     if (pick == -2)
         return -1;
     if (pick >= 0)
-        (void)choose_slot(s, valid, r->boot_known, boot, r); /* the notes */
+        note_other_boot_slots(s, valid, r->boot_known, boot, r);
     for (unsigned i = 0; i < SAL_SLOT_COUNT; i++) {
         if (r->slot_status[i] == GC_SLOT_INVALID)
             gc_damage(r, GC_HEADER_DAMAGE, "commit slot %u (%s, at offset %u): %s; the "

@@ -334,8 +334,6 @@ static int finish(const char *path, const gc_options *o, FILE *out)
                                          : GC_EXIT_UNCORRECTED;
 }
 
-/* --dry-run: the library's repair in private memory (a read-only open with
- * SAL_OPEN_REPAIR writes nothing), compared with the check's prediction. */
 /* The library's repair in private memory (a read-only open with
  * SAL_OPEN_REPAIR): what it would find, with nothing written.  Returns 0,
  * or the open's error. */
@@ -355,23 +353,16 @@ static int library_repair_dry(const char *path, sal_recovery_report *rr)
     return 0;
 }
 
+/* --dry-run: that, compared with the check's prediction. */
 static void library_dry_run(const char *path, const gc_report *r, FILE *out)
 {
-    sal_options opt;
-    sal_options_init(&opt);
-    opt.flags = SAL_OPEN_READONLY | SAL_OPEN_REPAIR;
-    opt.ready_segments = 0;
-    sal_heap *h = NULL;
-    int err = sal_heap_open(path, &opt, &h);
+    sal_recovery_report rr;
+    int err = library_repair_dry(path, &rr);
     if (err) {
         fprintf(out, "  the library's dry run (read-only open with SAL_OPEN_REPAIR) failed: "
                      "%s (%d)\n", sal_strerror(err), err);
         return;
     }
-    sal_recovery_report rr;
-    memset(&rr, 0, sizeof rr);
-    (void)sal_heap_recovery_report(h, &rr);
-    (void)sal_heap_close(h);
     fprintf(out, "  the library's dry run (read-only open with SAL_OPEN_REPAIR, in private "
                  "memory):\n  ");
     print_recovery(out, &rr);
@@ -431,11 +422,9 @@ int gc_repair_path(const char *path, const gc_options *o, const gc_repair_option
      * A root it would empty loses all that the root reached, which needs
      * --force as on a clean heap; other dangling references go through
      * the check first, as with --check-first. */
+    int at_once = unclean && !ro->dry_run && !ro->check_first;
     sal_recovery_report dry;
-    int beyond_crash = unclean && !ro->dry_run && !ro->check_first && !ro->force &&
-                       library_repair_dry(path, &dry) == 0 &&
-                       (dry.roots_cleared || dry.dangling_refs);
-    if (beyond_crash && dry.roots_cleared) {
+    if (at_once && !ro->force && library_repair_dry(path, &dry) == 0 && dry.roots_cleared) {
         fprintf(out, "  REFUSED: the heap was not closed cleanly, and is damaged too: the "
                      "library's repair would empty %" PRIu64 " root(s) (and leave %" PRIu64
                      " dangling reference(s)), losing what they reach.  `sal-gc check` shows "
@@ -444,7 +433,9 @@ int gc_repair_path(const char *path, const gc_options *o, const gc_repair_option
                 (uint64_t)dry.roots_cleared, (uint64_t)dry.dangling_refs);
         return GC_EXIT_UNCORRECTED;
     }
-    if (unclean && !ro->dry_run && !ro->check_first && !beyond_crash) {
+    if (at_once && !ro->force && dry.dangling_refs)
+        at_once = 0; /* through the check first */
+    if (at_once) {
         fprintf(out, "  the heap was not closed cleanly: repairing it at once (--check-first "
                      "checks it before)\n");
         table_memory before;

@@ -1181,6 +1181,111 @@ static void held_ids_check(tu_ctx *c, unsigned ready_segments)
 static void held_ids_by_provider(void **state) { held_ids_check(*state, 4); }
 static void held_ids_by_commit(void **state) { held_ids_check(*state, 0); }
 
+/* A release on cue: a thread with a session of its own releases `victim`
+ * (outside any section) when a commit reaches the hook point `where`,
+ * then closes its session (which hands its held-back ids to the heap).
+ * The commit waits in the hook for that, at most `wait_ms`: inside the
+ * cut the release may wait for the cut's locks, and must not hold the cut
+ * up for ever. */
+typedef struct cue {
+    sal_heap *heap;
+    sal_id victim;
+    int where;
+    long wait_ms;
+    pthread_t thread;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int ready, go, done, stop, hooked, err;
+} cue;
+
+static void *cue_releaser(void *arg)
+{
+    cue *q = arg;
+    sal_session *s = NULL;
+    int err = sal_session_open(q->heap, &s);
+    pthread_mutex_lock(&q->mu);
+    q->ready = 1;
+    pthread_cond_broadcast(&q->cv);
+    while (!q->go && !q->stop)
+        pthread_cond_wait(&q->cv, &q->mu);
+    int go = q->go;
+    pthread_mutex_unlock(&q->mu);
+    if (!err && go)
+        err = sal_release(s, q->victim);
+    if (s) {
+        int cerr = sal_session_close(s);
+        if (!err)
+            err = cerr;
+    }
+    pthread_mutex_lock(&q->mu);
+    q->err = err;
+    q->done = 1;
+    pthread_cond_broadcast(&q->cv);
+    pthread_mutex_unlock(&q->mu);
+    return NULL;
+}
+
+static void cue_hook(void *arg, int where)
+{
+    cue *q = arg;
+    if (where != q->where)
+        return;
+    pthread_mutex_lock(&q->mu);
+    if (!q->hooked++) {
+        q->go = 1;
+        pthread_cond_broadcast(&q->cv);
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_sec += q->wait_ms / 1000;
+        until.tv_nsec += (q->wait_ms % 1000) * 1000000L;
+        if (until.tv_nsec >= 1000000000L) {
+            until.tv_sec++;
+            until.tv_nsec -= 1000000000L;
+        }
+        while (!q->done && pthread_cond_timedwait(&q->cv, &q->mu, &until) == 0)
+            ;
+    }
+    pthread_mutex_unlock(&q->mu);
+}
+
+/* Start the releasing thread (its session open) and set the hook; 0, or
+ * ENOSYS in a build without test hooks (the thread is then gone). */
+static int cue_start(cue *q, sal_heap *h, sal_id victim, int where, long wait_ms)
+{
+    memset(q, 0, sizeof *q);
+    q->heap = h;
+    q->victim = victim;
+    q->where = where;
+    q->wait_ms = wait_ms;
+    pthread_mutex_init(&q->mu, NULL);
+    pthread_cond_init(&q->cv, NULL);
+    assert_int_equal(pthread_create(&q->thread, NULL, cue_releaser, q), 0);
+    pthread_mutex_lock(&q->mu);
+    while (!q->ready)
+        pthread_cond_wait(&q->cv, &q->mu);
+    pthread_mutex_unlock(&q->mu);
+    int hook = sal_test_cut_hook(cue_hook, q);
+    if (hook == ENOSYS) {
+        pthread_mutex_lock(&q->mu);
+        q->stop = 1;
+        pthread_cond_broadcast(&q->cv);
+        pthread_mutex_unlock(&q->mu);
+        pthread_join(q->thread, NULL);
+    }
+    return hook;
+}
+
+/* After the commit: the hook removed, the release done, once. */
+static void cue_finish(cue *q)
+{
+    TU_OK(sal_test_cut_hook(NULL, NULL));
+    pthread_join(q->thread, NULL);
+    TU_OK(q->err);
+    assert_int_equal(q->hooked, 1);
+    pthread_mutex_destroy(&q->mu);
+    pthread_cond_destroy(&q->cv);
+}
+
 /* ---------------------------------------------------------------------
  * emptied_during_cut
  *
@@ -1192,66 +1297,6 @@ static void held_ids_by_commit(void **state) { held_ids_check(*state, 0); }
  * has another thread release that last object at the worst moment: after
  * the segment records are taken, before the cut epoch advances.
  * --------------------------------------------------------------------- */
-typedef struct cut_race {
-    sal_heap *heap;
-    sal_id victim;
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    int ready, go, done, stop, hooked;
-    int err;
-} cut_race;
-
-static void *cut_race_releaser(void *arg)
-{
-    cut_race *x = arg;
-    sal_session *s = NULL;
-    int err = sal_session_open(x->heap, &s);
-    pthread_mutex_lock(&x->mu);
-    x->err = err;
-    x->ready = 1;
-    pthread_cond_broadcast(&x->cv);
-    while (!x->go && !x->stop)
-        pthread_cond_wait(&x->cv, &x->mu);
-    int go = x->go;
-    pthread_mutex_unlock(&x->mu);
-    if (!err && go)
-        err = sal_release(s, x->victim); /* outside any section */
-    pthread_mutex_lock(&x->mu);
-    if (!x->err)
-        x->err = err;
-    x->done = 1;
-    pthread_cond_broadcast(&x->cv);
-    pthread_mutex_unlock(&x->mu);
-    if (s)
-        (void)sal_session_close(s);
-    return NULL;
-}
-
-/* In the cut, with seg_lock held: start the release and give it 200 ms.  A
- * library that claims the emptied segment without seg_lock finishes the
- * release here; one that takes the lock finishes it after the cut. */
-static void cut_race_hook(void *arg, int where)
-{
-    cut_race *x = arg;
-    if (where != SAL_TEST_HOOK_IN_CUT)
-        return;
-    pthread_mutex_lock(&x->mu);
-    if (!x->hooked++) {
-        x->go = 1;
-        pthread_cond_broadcast(&x->cv);
-        struct timespec until;
-        clock_gettime(CLOCK_REALTIME, &until);
-        until.tv_nsec += 200 * 1000000L;
-        if (until.tv_nsec >= 1000000000L) {
-            until.tv_sec++;
-            until.tv_nsec -= 1000000000L;
-        }
-        while (!x->done && pthread_cond_timedwait(&x->cv, &x->mu, &until) == 0)
-            ;
-    }
-    pthread_mutex_unlock(&x->mu);
-}
-
 static void emptied_during_cut(void **state)
 {
     tu_ctx *c = *state;
@@ -1259,51 +1304,38 @@ static void emptied_during_cut(void **state)
     o.ready_segments = 0; /* segments are reclaimed by the commits: no timing */
     sal_session *s;
     sal_heap *h = tu_create_with(c, &o, &s);
-    cut_race x = {.heap = h};
-    pthread_mutex_init(&x.mu, NULL);
-    pthread_cond_init(&x.cv, NULL);
 
     /* The victim alone in a retired segment: the next object of the same
      * size does not fit beside it. */
     const size_t size = o.segment_bytes / 2;
-    sal_id other;
+    sal_id victim, other;
     void *p;
     TU_OK(sal_write_begin(s));
-    TU_OK(sal_alloc(s, size, 0, 0, &x.victim, &p));
+    TU_OK(sal_alloc(s, size, 0, 0, &victim, &p));
     TU_OK(sal_alloc(s, size, 0, 0, &other, &p));
     TU_OK(sal_write_end(s));
     uint64_t e;
     sal_object_header *hdr;
-    TU_OK(sal_resolve(h, x.victim, &e, &hdr));
+    TU_OK(sal_resolve(h, victim, &e, &hdr));
     uint64_t seg = sal_segment_of(h, sal_heap_offset(h, hdr));
     TU_OK(sal_resolve(h, other, &e, &hdr));
     assert_int_not_equal(seg, sal_segment_of(h, sal_heap_offset(h, hdr)));
     TU_OK(sal_sync(h, SAL_SYNC_PROTECT)); /* the victim is committed */
     assert_int_equal(atomic_load(&h->segments[seg].state), SEG_FULL);
 
-    pthread_t releaser;
-    assert_int_equal(pthread_create(&releaser, NULL, cut_race_releaser, &x), 0);
-    pthread_mutex_lock(&x.mu);
-    while (!x.ready)
-        pthread_cond_wait(&x.cv, &x.mu);
-    pthread_mutex_unlock(&x.mu);
-    int hook = sal_test_cut_hook(cut_race_hook, &x);
+    /* Released in the cut, with seg_lock held: a library that claims the
+     * emptied segment without seg_lock does it there; one that takes the
+     * lock, after the cut (the hook gives up waiting after 200 ms). */
+    cue q;
+    int hook = cue_start(&q, h, victim, SAL_TEST_HOOK_IN_CUT, 200);
     if (hook == ENOSYS) {
-        pthread_mutex_lock(&x.mu);
-        x.stop = 1;
-        pthread_cond_broadcast(&x.cv);
-        pthread_mutex_unlock(&x.mu);
-        pthread_join(releaser, NULL);
         tu_close_all(h, s);
         skip(); /* a build without test hooks */
     }
     TU_OK(hook);
     uint64_t cut = atomic_load(&h->commit_epoch) + 1;
     TU_OK(sal_sync(h, SAL_SYNC_PROTECT)); /* commit `cut`: the race inside */
-    TU_OK(sal_test_cut_hook(NULL, NULL));
-    pthread_join(releaser, NULL);
-    TU_OK(x.err);
-    assert_int_equal(x.hooked, 1);
+    cue_finish(&q);
     assert_int_equal(atomic_load(&h->commit_epoch), cut);
 
     /* Commit `cut` listed the segment: it stays out of use until the next
@@ -1321,8 +1353,6 @@ static void emptied_during_cut(void **state)
     TU_OK(sal_write_begin(s));
     TU_OK(sal_release(s, other));
     TU_OK(sal_write_end(s));
-    pthread_mutex_destroy(&x.mu);
-    pthread_cond_destroy(&x.cv);
     tu_close_all(h, s);
 }
 
@@ -1451,50 +1481,6 @@ static void root_get_vs_in_place_writer(void **state)
  * ends.  The held_ids_* tests meet this overlap only by chance; a hook at
  * the start of the commit's flush makes it happen every time.
  * --------------------------------------------------------------------- */
-typedef struct flush_race {
-    sal_heap *heap;
-    sal_id victim;
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    int go, done, hooked, err;
-} flush_race;
-
-static void *flush_race_releaser(void *arg)
-{
-    flush_race *x = arg;
-    sal_session *s = NULL;
-    int err = sal_session_open(x->heap, &s);
-    pthread_mutex_lock(&x->mu);
-    while (!x->go)
-        pthread_cond_wait(&x->cv, &x->mu);
-    pthread_mutex_unlock(&x->mu);
-    if (!err)
-        err = sal_release(s, x->victim); /* held back, in this session's batch */
-    if (!err)
-        err = sal_session_close(s); /* hands the batch to the heap */
-    pthread_mutex_lock(&x->mu);
-    x->err = err;
-    x->done = 1;
-    pthread_cond_broadcast(&x->cv);
-    pthread_mutex_unlock(&x->mu);
-    return NULL;
-}
-
-static void flush_race_hook(void *arg, int where)
-{
-    flush_race *x = arg;
-    if (where != SAL_TEST_HOOK_FLUSH)
-        return;
-    pthread_mutex_lock(&x->mu);
-    if (!x->hooked++) {
-        x->go = 1;
-        pthread_cond_broadcast(&x->cv);
-        while (!x->done)
-            pthread_cond_wait(&x->cv, &x->mu); /* it takes no lock we hold */
-    }
-    pthread_mutex_unlock(&x->mu);
-}
-
 /* Does a new session's first 2048 allocations hand out `index`? */
 static int index_handed_out(sal_heap *h, uint32_t index)
 {
@@ -1522,43 +1508,37 @@ static void released_during_flush(void **state)
     o.ready_segments = 0; /* the commit itself moves the ids: no timing */
     sal_session *s;
     sal_heap *h = tu_create_with(c, &o, &s);
-    flush_race x = {.heap = h};
-    pthread_mutex_init(&x.mu, NULL);
-    pthread_cond_init(&x.cv, NULL);
+    sal_id victim;
     void *p;
     TU_OK(sal_write_begin(s));
-    TU_OK(sal_alloc(s, 8, 0, 0, &x.victim, &p));
+    TU_OK(sal_alloc(s, 8, 0, 0, &victim, &p));
     TU_OK(sal_write_end(s));
     TU_OK(sal_session_close(s)); /* its unused ids go to the pool */
     TU_OK(sal_sync(h, SAL_SYNC_PROTECT)); /* the victim is committed */
 
-    int hook = sal_test_cut_hook(flush_race_hook, &x);
+    /* Released at the start of the flush, where it takes no lock the
+     * commit holds: the hook waits for it. */
+    cue q;
+    int hook = cue_start(&q, h, victim, SAL_TEST_HOOK_FLUSH, 20000);
     if (hook == ENOSYS) {
         TU_OK(sal_heap_close(h));
         skip(); /* a build without test hooks */
     }
-    pthread_t t;
-    assert_int_equal(pthread_create(&t, NULL, flush_race_releaser, &x), 0);
     uint64_t cut = atomic_load(&h->commit_epoch) + 1;
     TU_OK(sal_sync(h, SAL_SYNC_PROTECT)); /* released during its flush */
-    TU_OK(sal_test_cut_hook(NULL, NULL));
-    pthread_join(t, NULL);
-    TU_OK(x.err);
-    assert_int_equal(x.hooked, 1);
+    cue_finish(&q);
     assert_int_equal(atomic_load(&h->commit_epoch), cut);
 
     /* Commit `cut` is written; its state has the victim: held back. */
     uint64_t pending = tu_stats(h).ids_pending;
-    if (pending != 1 || index_handed_out(h, tu_index(x.victim)))
+    if (pending != 1 || index_handed_out(h, tu_index(victim)))
         fail_msg("the id released after cut %" PRIu64 " came back when commit %" PRIu64
                  " was written (ids pending: %" PRIu64 ")",
                  cut, cut, pending);
     /* One commit more, and it is reusable. */
     TU_OK(sal_sync(h, SAL_SYNC_PROTECT));
     assert_int_equal(tu_stats(h).ids_pending, 0);
-    assert_true(index_handed_out(h, tu_index(x.victim)));
-    pthread_mutex_destroy(&x.mu);
-    pthread_cond_destroy(&x.cv);
+    assert_true(index_handed_out(h, tu_index(victim)));
     TU_OK(sal_heap_close(h));
 }
 

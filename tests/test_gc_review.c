@@ -183,18 +183,13 @@ static void test_unclean_damage_refused(void **state)
         rec.live_bytes = rec.used_bytes;
     lay_set_record(c->path, &l, 0, &rec);
     make_unclean(c->path);
-    size_t len0 = 0, len1 = 0;
-    uint8_t *img0 = tu_read_file(c->path, &len0);
-    assert_non_null(img0);
+    uint64_t h0, s0, h1, s1;
+    TU_OK(tu_hash_file(c->path, &h0, &s0));
     char *out = malloc(GC_OUT_BYTES);
     GC_EXPECT(gc_run(out, GC_OUT_BYTES, "repair", c->path), 4, out);
     assert_non_null(strstr(out, "REFUSED"));
-    uint8_t *img1 = tu_read_file(c->path, &len1);
-    assert_non_null(img1);
-    assert_int_equal(len0, len1);
-    assert_memory_equal(img0, img1, len0); /* nothing written */
-    free(img0);
-    free(img1);
+    TU_OK(tu_hash_file(c->path, &h1, &s1));
+    assert_true(h0 == h1 && s0 == s1); /* nothing written */
     free(out);
     snap_free(&before);
 }

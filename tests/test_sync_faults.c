@@ -245,8 +245,10 @@ static scenario_out run_scenario(tu_ctx *c, const phase *ph, int nph)
 static const uint8_t other_boot[16] = {0xb0, 0x07, 0xed, 0xa9, 0xa1, 0x40, 0x00, 0x01,
                                        0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08, 0x09};
 
-/* What a read-only open shows (nothing is written). */
-static cw_state look(tu_ctx *c, int reboot)
+/* A read-only open (nothing is written): with `rep` what its recovery
+ * reported, with `st` the state it shows (checked: every count exact,
+ * nothing leaked). */
+static void look_at(tu_ctx *c, int reboot, sal_recovery_report *rep, cw_state *st)
 {
     sal_options o = small_options();
     o.flags = SAL_OPEN_READONLY;
@@ -257,14 +259,64 @@ static cw_state look(tu_ctx *c, int reboot)
     if (rc)
         fail_msg("read-only open (%s): %d (%s)", reboot ? "after a reboot" : "same boot", rc,
                  sal_strerror(rc));
-    cw_state st;
+    if (rep)
+        TU_OK(sal_heap_recovery_report(h, rep));
     char err[512];
-    if (cw_check_heap(h, THREADS, CW_CHECK_READONLY, &st, err, sizeof err)) {
+    if (st && cw_check_heap(h, THREADS, CW_CHECK_READONLY, st, err, sizeof err)) {
         sal_heap_close(h);
         fail_msg("read-only open (%s): %s", reboot ? "after a reboot" : "same boot", err);
     }
     TU_OK(sal_heap_close(h));
+}
+
+/* What a read-only open shows. */
+static cw_state look(tu_ctx *c, int reboot)
+{
+    cw_state st;
+    look_at(c, reboot, NULL, &st);
     return st;
+}
+
+/* Run `child` in a forked process that sends `len` bytes of results into
+ * the pipe end *wfd is set to, then dies without closing anything (a kill
+ * for the heap); the results go to `out`. */
+static void run_child(int (*child)(void *), void *arg, int *wfd, void *out, size_t len)
+{
+    int fds[2];
+    assert_int_equal(pipe(fds), 0);
+    *wfd = fds[1];
+    int status = tu_in_child(child, arg);
+    close(fds[1]);
+    assert_int_equal(read(fds[0], out, len), (ssize_t)len);
+    close(fds[0]);
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+}
+
+/* A power cut now, with the OS layer copying durable flushes into
+ * `shadow`: the disk holds the shadow, the file keeps its length.  Taken
+ * as an image first (closing the heap flushes more), written by
+ * power_cut_write. */
+static uint8_t *power_cut_image(const char *path, const char *shadow, size_t *len_out)
+{
+    size_t len = 0, shadow_len = 0;
+    uint8_t *real = tu_read_file(path, &len);
+    uint8_t *buf = tu_read_file(shadow, &shadow_len);
+    assert_non_null(real);
+    assert_non_null(buf);
+    uint8_t *img = calloc(1, len);
+    assert_non_null(img);
+    memcpy(img, buf, shadow_len < len ? shadow_len : len);
+    free(buf);
+    free(real);
+    *len_out = len;
+    return img;
+}
+
+static void power_cut_write(const char *path, uint8_t *img, size_t len)
+{
+    sal_os_powercut_arm(NULL, -1);
+    TU_OK(tu_write_file(path, img, len));
+    free(img);
 }
 
 /* Recover for real (writes a commit), check, and reopen cleanly. */
@@ -778,28 +830,17 @@ static void powercut_after_recovering_open(void **state)
 {
     NEED_HOOKS();
     tu_ctx *c = *state;
-    char shadow[600], image[600];
+    char shadow[600];
     snprintf(shadow, sizeof shadow, "%s/shadow", c->dir);
-    snprintf(image, sizeof image, "%s/image", c->dir);
     sal_options o = small_options();
     sal_heap *h;
     TU_OK(sal_heap_create(c->path, &o, &h));
     TU_OK(sal_heap_close(h));
-    size_t len = 0;
-    uint8_t *buf = tu_read_file(c->path, &len);
-    assert_non_null(buf);
-    FILE *f = fopen(shadow, "wb"); assert_non_null(f);
-    assert_int_equal(fwrite(buf, 1, len, f), len); fclose(f); free(buf);
+    TU_OK(tu_copy_file(c->path, shadow));
 
-    int fds[2];
-    assert_int_equal(pipe(fds), 0);
-    pcb_arg a = {c->path, shadow, fds[1]};
-    int status = tu_in_child(pcb_child, &a);
-    close(fds[1]);
+    pcb_arg a = {c->path, shadow, -1};
     pcb_out out;
-    assert_int_equal(read(fds[0], &out, sizeof out), (ssize_t)sizeof out);
-    close(fds[0]);
-    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    run_child(pcb_child, &a, &a.wfd, &out, sizeof out);
     if (out.step) fail_msg("child step %d rc %d", out.step, out.rc);
 
     /* Same boot: recover (the open writes a durable commit of that state). */
@@ -810,34 +851,17 @@ static void powercut_after_recovering_open(void **state)
     TU_OK(sal_heap_recovery_report(h, &rep));
     assert_int_equal(rep.recovered, 1);
     /* Power cut now: the disk is the shadow (no page written back). */
-    size_t rlen = 0;
-    uint8_t *real = tu_read_file(c->path, &rlen);
-    buf = tu_read_file(shadow, &len);
-    assert_non_null(real); assert_non_null(buf);
-    uint8_t *img = calloc(1, rlen);
-    memcpy(img, buf, len < rlen ? len : rlen);
-    free(buf); free(real);
+    size_t len;
+    uint8_t *img = power_cut_image(c->path, shadow, &len);
     TU_OK(sal_heap_close(h));
-    sal_os_powercut_arm(NULL, -1);
-    f = fopen(c->path, "wb"); assert_non_null(f);
-    assert_int_equal(fwrite(img, 1, rlen, f), rlen); fclose(f); free(img);
+    power_cut_write(c->path, img, len);
 
-    sal_options ro = small_options();
-    ro.flags = SAL_OPEN_READONLY;
-    sal_os_boot_id_override(other_boot);
-    int rc = sal_heap_open(c->path, &ro, &h);
-    sal_os_boot_id_override(NULL);
-    if (rc) fail_msg("read-only open after the power cut: %d (%s)", rc, sal_strerror(rc));
-    TU_OK(sal_heap_recovery_report(h, &rep));
+    cw_state st;
+    look_at(c, 1, &rep, &st);
     print_message("powercut_after_recovering_open: after power cut: recovered=%d swept=%d dangling=%" PRIu64 " damaged=%" PRIu64
                   " roots_cleared=%" PRIu64 " live=%" PRIu64 "\n", rep.recovered, rep.swept,
                   (uint64_t)rep.dangling_refs, (uint64_t)rep.damaged_headers,
                   (uint64_t)rep.roots_cleared, (uint64_t)rep.objects_live);
-    cw_state st;
-    char err[512];
-    int bad = cw_check_heap(h, THREADS, CW_CHECK_READONLY, &st, err, sizeof err);
-    sal_heap_close(h);
-    if (bad) fail_msg("after the power cut: %s", err);
     print_message("powercut_after_recovering_open: a=%016" PRIx64 " p=%016" PRIx64 " got=%016" PRIx64 "\n", out.a.digest, out.p.digest, st.digest);
     EXPECT_STATE(st, out.p, "power loss after a recovering open's durable commit");
 }
@@ -896,7 +920,7 @@ static void recovery_stale_generation_dangles(void **state)
  * space wanted again; a power loss with every page written back.  Open may
  * take the failed slot: its segment must not have been reused (it waits for
  * a durable commit that succeeds, as for one listed by a durable commit). */
-typedef struct d_out { int step, rc; cw_state a, f; uint64_t segs_before, segs_after; } d_out;
+typedef struct d_out { int step, rc; cw_state a, f; } d_out;
 typedef struct d_arg { const char *path; int wfd; } d_arg;
 
 static int make_list(sal_session *s, unsigned root, int n, uint64_t seed)
@@ -946,8 +970,6 @@ static int d_child(void *argp)
         (rc = sal_write_end(s))) { out.step = 5, out.rc = rc; goto send; }
     if (do_sync(h, reader, SAL_SYNC_PROTECT, &po) || po.rc ||
         do_sync(h, reader, SAL_SYNC_PROTECT, &po) || po.rc) { out.step = 6, out.rc = po.rc; goto send; }
-    sal_heap_stats st;
-    sal_heap_stats_get(h, &st);
     /* new data into the freed segments */
     if ((rc = make_list(s, 10, 300, 555555))) { out.step = 7, out.rc = rc; goto send; }
     if (do_sync(h, reader, SAL_SYNC_PROTECT, &po) || po.rc) { out.step = 8, out.rc = po.rc; goto send; }
@@ -961,34 +983,17 @@ static void failed_slot_on_disk_keeps_segment(void **state)
 {
     NEED_HOOKS();
     tu_ctx *c = *state;
-    int fds[2];
-    assert_int_equal(pipe(fds), 0);
-    d_arg a = {c->path, fds[1]};
-    int status = tu_in_child(d_child, &a);
-    close(fds[1]);
+    d_arg a = {c->path, -1};
     d_out out;
-    assert_int_equal(read(fds[0], &out, sizeof out), (ssize_t)sizeof out);
-    close(fds[0]);
-    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    run_child(d_child, &a, &a.wfd, &out, sizeof out);
     if (out.step) fail_msg("child step %d rc %d (%s)", out.step, out.rc, sal_strerror(out.rc));
     /* Power loss with every page on disk (the kernel wrote all back). */
-    sal_options ro = small_options();
-    ro.flags = SAL_OPEN_READONLY;
-    sal_os_boot_id_override(other_boot);
-    sal_heap *h;
-    int rc = sal_heap_open(c->path, &ro, &h);
-    sal_os_boot_id_override(NULL);
-    if (rc) fail_msg("open: %d (%s)", rc, sal_strerror(rc));
     sal_recovery_report rep;
-    TU_OK(sal_heap_recovery_report(h, &rep));
+    cw_state st;
+    look_at(c, 1, &rep, &st);
     print_message("failed_slot_on_disk_keeps_segment: dangling=%" PRIu64 " damaged=%" PRIu64 " roots_cleared=%" PRIu64
                   " live=%" PRIu64 "\n", (uint64_t)rep.dangling_refs, (uint64_t)rep.damaged_headers,
                   (uint64_t)rep.roots_cleared, (uint64_t)rep.objects_live);
-    cw_state st;
-    char err[512];
-    int bad = cw_check_heap(h, THREADS, CW_CHECK_READONLY, &st, err, sizeof err);
-    sal_heap_close(h);
-    if (bad) fail_msg("after the power cut: %s", err);
     EXPECT_EITHER(st, out.a, out.f, "power loss after a failed durable slot flush");
 }
 
@@ -1038,15 +1043,9 @@ static void same_boot_recovery_keeps_generations(void **state)
     tu_ctx *c = *state;
     char shadow[600];
     snprintf(shadow, sizeof shadow, "%s/shadow", c->dir);
-    int fds[2];
-    assert_int_equal(pipe(fds), 0);
-    e_arg a = {c->path, fds[1]};
-    int status = tu_in_child(e_child, &a);
-    close(fds[1]);
+    e_arg a = {c->path, -1};
     e_out out;
-    assert_int_equal(read(fds[0], &out, sizeof out), (ssize_t)sizeof out);
-    close(fds[0]);
-    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    run_child(e_child, &a, &a.wfd, &out, sizeof out);
     if (out.step) fail_msg("child step %d rc %d (%s)", out.step, out.rc, sal_strerror(out.rc));
     print_message("same_boot_recovery_keeps_generations: x = index %u gen %u\n", (unsigned)(out.x & 0xffffffffu), (unsigned)(out.x >> 32));
     /* the disk holds everything the child wrote */
@@ -1074,32 +1073,19 @@ static void same_boot_recovery_keeps_generations(void **state)
     print_message("same_boot_recovery_keeps_generations: entry reused as gen %u\n", (unsigned)(reused >> 32));
     TU_OK(sal_sync(h, SAL_SYNC_DURABLE));
     /* power cut now: the disk is the shadow */
-    size_t rlen = 0, len = 0;
-    uint8_t *real = tu_read_file(c->path, &rlen);
-    uint8_t *buf = tu_read_file(shadow, &len);
-    assert_non_null(real); assert_non_null(buf);
-    uint8_t *img = calloc(1, rlen);
-    memcpy(img, buf, len < rlen ? len : rlen);
-    free(buf); free(real);
-    sal_os_powercut_arm(NULL, -1);
+    size_t len;
+    uint8_t *img = power_cut_image(c->path, shadow, &len);
+    sal_os_powercut_arm(NULL, -1); /* the close below must not reach the shadow */
     TU_OK(sal_session_close(s));
     TU_OK(sal_heap_close(h));
-    FILE *f = fopen(c->path, "wb"); assert_non_null(f);
-    assert_int_equal(fwrite(img, 1, rlen, f), rlen); fclose(f); free(img);
+    power_cut_write(c->path, img, len);
 
-    sal_options ro = small_options();
-    ro.flags = SAL_OPEN_READONLY;
-    sal_os_boot_id_override(other_boot);
-    int rc = sal_heap_open(c->path, &ro, &h);
-    sal_os_boot_id_override(NULL);
-    if (rc) fail_msg("open: %d (%s)", rc, sal_strerror(rc));
     sal_recovery_report rep;
-    TU_OK(sal_heap_recovery_report(h, &rep));
+    look_at(c, 1, &rep, NULL);
     print_message("same_boot_recovery_keeps_generations: after power cut: swept=%d dangling=%" PRIu64 " damaged=%" PRIu64
                   " roots_cleared=%" PRIu64 " live=%" PRIu64 " (expect 1101)\n", rep.swept,
                   (uint64_t)rep.dangling_refs, (uint64_t)rep.damaged_headers,
                   (uint64_t)rep.roots_cleared, (uint64_t)rep.objects_live);
-    sal_heap_close(h);
     assert_int_equal(rep.dangling_refs, 0);
     assert_int_equal(rep.objects_live, 1101);
 }

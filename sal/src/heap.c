@@ -40,7 +40,6 @@ uint64_t sal_max_object_bytes(const sal_heap *h)
     return max > UINT32_MAX ? UINT32_MAX : max;
 }
 
-/* Lay out a new heap from validated options. */
 /* What both create and open read from the options. */
 static int options_check(const sal_options *o)
 {
@@ -49,6 +48,7 @@ static int options_check(const sal_options *o)
     return o->ready_segments > SAL_MAX_READY_SEGMENTS ? SAL_EINVAL : 0;
 }
 
+/* Lay out a new heap from validated options. */
 static int geometry(const sal_options *o, sal_superblock *sb)
 {
     if (o->segment_bytes < SAL_MIN_SEGMENT_BYTES ||
@@ -371,8 +371,9 @@ static int heap_open_fd(int fd, const sal_options *opt, int writable,
             goto fail;
 
     if (writable) {
-        /* The next commit's epoch is above every slot's. */
-        h->committed.epoch = max_epoch;
+        /* The next commit's epoch is above every slot's (sync.c numbers
+         * commits after the last cut). */
+        atomic_store(&h->cut_epoch, max_epoch);
         /* From here on the file says "open": a crash leaves it unclean. */
         if ((err = sal_commit(h, SAL_SYNC_DURABLE, 0, NULL)))
             goto fail;

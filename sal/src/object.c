@@ -85,18 +85,16 @@ int sal_resolve(sal_heap *h, sal_id id, uint64_t *entry_out, sal_object_header *
 
 int sal_read(sal_session *s, sal_id id, const void **ptr_out)
 {
-    if (__builtin_expect(!s || !ptr_out, 0))
+    int err = sal_session_check(s);
+    if (__builtin_expect(err != 0, 0))
+        return err;
+    if (__builtin_expect(!ptr_out, 0))
         return SAL_EINVAL;
-#ifndef NDEBUG
-    if (!pthread_equal(s->owner, pthread_self()))
-        return SAL_EWRONGTHREAD;
-#endif
     if (__builtin_expect(!s->read_depth && !s->write_token, 0))
         return SAL_ENOSECTION;
     uint64_t e;
     sal_object_header *hdr;
-    int err = resolve(s->heap, id, &e, &hdr);
-    if (err)
+    if ((err = resolve(s->heap, id, &e, &hdr)))
         return err;
     *ptr_out = hdr + 1;
     return 0;

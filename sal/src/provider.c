@@ -398,46 +398,37 @@ int sal_segment_take(sal_heap *h, uint64_t *seg_out, uint64_t *start_used)
     return 0;
 }
 
-/* A retired segment with no live bytes becomes pending.  The state moves
- * by compare-and-swap, so that only one of the threads that see it empty
- * queues it.  Called with seg_lock held (sal_segment_claim_if_empty says
- * why). */
-static int claim_empty(sal_heap *h, uint64_t seg)
+static int segment_empty(const sal_segment *g)
+{
+    return atomic_load(&g->retired) && atomic_load(&g->live_bytes) == 0;
+}
+
+/* A retired segment with no live bytes becomes pending, and is queued.
+ * The state moves by compare-and-swap, so that only one of the threads
+ * that see it empty queues it.  Called with seg_lock held: a commit's cut
+ * lists the full segments as used and then advances the cut epoch, under
+ * that lock, and a claim in between would tag the segment with the commit
+ * before: it would be reused once the commit ends, while that commit still
+ * lists it (crash rule 2). */
+static void claim_empty_locked(sal_heap *h, uint64_t seg)
 {
     sal_segment *g = &h->segments[seg];
     int expected = SEG_FULL;
-    if (!atomic_load(&g->retired) || atomic_load(&g->live_bytes) != 0 ||
+    if (!segment_empty(g) ||
         !atomic_compare_exchange_strong(&g->state, &expected, SEG_PENDING))
-        return 0;
+        return;
     /* Tag with the epoch as it was when the segment emptied, and open a new
      * epoch, so that sections that begin from now on do not hold it. */
     g->pending_epoch = atomic_fetch_add(&h->section_epoch, 1);
     g->pending_commit = atomic_load(&g->protect_mark) ? atomic_load(&h->cut_epoch) : 0;
-    return 1;
-}
-
-static void pending_push_locked(sal_heap *h, uint64_t seg)
-{
     h->pending_segs[h->pending_len++] = (uint32_t)seg;
     pthread_cond_broadcast(&h->seg_cond);
 }
 
-static void claim_empty_locked(sal_heap *h, uint64_t seg)
-{
-    if (claim_empty(h, seg))
-        pending_push_locked(h, seg);
-}
-
 void sal_segment_claim_if_empty(sal_heap *h, uint64_t seg)
 {
-    sal_segment *g = &h->segments[seg];
-    if (!atomic_load(&g->retired) || atomic_load(&g->live_bytes) != 0)
-        return;
-    /* The compare-and-swap alone decides who claims, but under seg_lock: a
-     * commit's cut lists the full segments as used and then advances the
-     * cut epoch, under that lock.  A claim in between would tag the segment
-     * with the commit before, and the segment would be reused once the
-     * commit ends, while that commit still lists it (crash rule 2). */
+    if (!segment_empty(&h->segments[seg]))
+        return; /* the common case, without the lock */
     pthread_mutex_lock(&h->seg_lock);
     claim_empty_locked(h, seg);
     pthread_mutex_unlock(&h->seg_lock);

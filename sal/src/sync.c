@@ -81,7 +81,6 @@ int sal_test_cut_hook(void (*fn)(void *, int), void *arg)
 static void cut_hook_run(int where) { (void)where; }
 #endif
 
-
 typedef struct range {
     uint64_t offset, length;
 } range;
@@ -262,12 +261,11 @@ static int cut_take(sal_heap *h, cut *c, int mode, sal_id *roots_out)
 
     sal_commit_slot *s = &c->slot;
     memcpy(s->magic, SAL_SLOT_MAGIC, 8);
-    /* Newer than the last cut too, not only than the last commit written:
-     * a commit that failed after putting its slot in the page cache may
-     * still reach the disk with its epoch, and a tie would let open prefer
-     * it.  (Open raises committed.epoch above every slot's.) */
-    uint64_t last = atomic_load(&h->cut_epoch);
-    s->epoch = (last > h->committed.epoch ? last : h->committed.epoch) + 1;
+    /* After the last cut, not the last commit written: a commit that failed
+     * after putting its slot in the page cache may still reach the disk
+     * with its epoch, and a tie would let open prefer it.  (Open sets the
+     * cut epoch above every slot's.) */
+    s->epoch = atomic_load(&h->cut_epoch) + 1;
     s->heap_uid[0] = h->sb.heap_uid[0];
     s->heap_uid[1] = h->sb.heap_uid[1];
     s->ids_high_water = atomic_load(&h->ids_high_water);
