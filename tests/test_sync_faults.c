@@ -18,6 +18,11 @@
  * Stray writes: a write through a pointer obtained before a sync, to an
  * object that sync committed, must die of SIGSEGV (forked child).
  *
+ * Write-back errors (writeback_*): the pages of a failed write-back stay
+ * in memory, clean, and not on disk (the power-cut model, os.h); a retry,
+ * a later commit, the next process or a clean close must still put on
+ * disk everything it promises.
+ *
  * Found by a review, each failing before its fix: a failed durable slot
  * flush followed by a protect commit (epochs), a power loss after a
  * recovering open (what a volatile slot's bytes are), a failed durable
@@ -30,6 +35,7 @@
 #include <signal.h>
 
 #include "crash_workload.h"
+#include "internal.h" /* the cut hook, a session's bump pointer */
 #include "os.h"
 
 enum { THREADS = 1, MAX_PHASES = 4 };
@@ -796,8 +802,14 @@ static void failed_durable_slot_then_protect(void **state)
  * open (whose own commit is durable), then a power loss with no page
  * written back beyond the durable flushes: the protect commit's state must
  * survive.  The open's durable commit once flushed nothing, taking the
- * opened volatile slot's bytes for durable ones. */
-typedef struct pcb_arg { const char *path, *shadow; int wfd; } pcb_arg;
+ * opened volatile slot's bytes for durable ones.
+ *
+ * With `fail_durable`, a durable sync whose write-back fails comes before
+ * the kill.  The page cache outlives the process, and so do the pages the
+ * failure left clean without writing them (the model keeps them beside
+ * the shadow): the failing process must have made them dirty again, or
+ * the next process's durable commit skips them. */
+typedef struct pcb_arg { const char *path, *shadow; int fail_durable; int wfd; } pcb_arg;
 typedef struct pcb_out { int step, rc; cw_state a, p; } pcb_out;
 
 static int pcb_child(void *argp)
@@ -820,16 +832,19 @@ static int pcb_child(void *argp)
     if ((rc = build(s, &rng, 30)) || do_sync(h, reader, SAL_SYNC_PROTECT, &po) || po.rc) {
         out.step = 4, out.rc = rc ? rc : po.rc; goto send; }
     out.p = po.state;
+    if (a->fail_durable) {
+        sal_os_fault_set(SAL_OS_SYNC_FILE_RANGE, EIO, 1, 1); /* the data's */
+        if (do_sync(h, reader, SAL_SYNC_DURABLE, &po) || po.rc != EIO) {
+            out.step = 5, out.rc = po.rc; goto send; }
+    }
 send:
     if (write(a->wfd, &out, sizeof out) != (ssize_t)sizeof out)
         return 3;
     return 0; /* killed: no close */
 }
 
-static void powercut_after_recovering_open(void **state)
+static void recovering_open_then_power_cut(tu_ctx *c, int fail_durable, const char *what)
 {
-    NEED_HOOKS();
-    tu_ctx *c = *state;
     char shadow[600];
     snprintf(shadow, sizeof shadow, "%s/shadow", c->dir);
     sal_options o = small_options();
@@ -838,12 +853,13 @@ static void powercut_after_recovering_open(void **state)
     TU_OK(sal_heap_close(h));
     TU_OK(tu_copy_file(c->path, shadow));
 
-    pcb_arg a = {c->path, shadow, -1};
+    pcb_arg a = {c->path, shadow, fail_durable, -1};
     pcb_out out;
     run_child(pcb_child, &a, &a.wfd, &out, sizeof out);
-    if (out.step) fail_msg("child step %d rc %d", out.step, out.rc);
+    if (out.step) fail_msg("child step %d rc %d (%s)", out.step, out.rc, sal_strerror(out.rc));
 
-    /* Same boot: recover (the open writes a durable commit of that state). */
+    /* Same boot: recover (the open writes a durable commit of that state).
+     * Arming reads the pages still lost. */
     TU_OK(sal_os_powercut_arm(shadow, -1));
     o.flags = SAL_OPEN_RECOVER;
     TU_OK(sal_heap_open(c->path, &o, &h));
@@ -858,12 +874,25 @@ static void powercut_after_recovering_open(void **state)
 
     cw_state st;
     look_at(c, 1, &rep, &st);
-    print_message("powercut_after_recovering_open: after power cut: recovered=%d swept=%d dangling=%" PRIu64 " damaged=%" PRIu64
-                  " roots_cleared=%" PRIu64 " live=%" PRIu64 "\n", rep.recovered, rep.swept,
+    print_message("%s: after power cut: recovered=%d swept=%d dangling=%" PRIu64 " damaged=%" PRIu64
+                  " roots_cleared=%" PRIu64 " live=%" PRIu64 "\n", what, rep.recovered, rep.swept,
                   (uint64_t)rep.dangling_refs, (uint64_t)rep.damaged_headers,
                   (uint64_t)rep.roots_cleared, (uint64_t)rep.objects_live);
-    print_message("powercut_after_recovering_open: a=%016" PRIx64 " p=%016" PRIx64 " got=%016" PRIx64 "\n", out.a.digest, out.p.digest, st.digest);
-    EXPECT_STATE(st, out.p, "power loss after a recovering open's durable commit");
+    print_message("%s: a=%016" PRIx64 " p=%016" PRIx64 " got=%016" PRIx64 "\n", what, out.a.digest, out.p.digest, st.digest);
+    EXPECT_STATE(st, out.p, what);
+}
+
+static void powercut_after_recovering_open(void **state)
+{
+    NEED_HOOKS();
+    recovering_open_then_power_cut(*state, 0, "power loss after a recovering open's durable commit");
+}
+
+static void writeback_lost_pages_outlive_process(void **state)
+{
+    NEED_HOOKS();
+    recovering_open_then_power_cut(*state, 1, "power loss after the next process's durable commit, "
+                                              "a failed write-back before the kill");
 }
 
 /* A child slot holding another generation of an object that recovery has
@@ -1090,6 +1119,195 @@ static void same_boot_recovery_keeps_generations(void **state)
     assert_int_equal(rep.objects_live, 1101);
 }
 
+/* ---------------------------------------------------------------------
+ * Write-back errors.  Linux keeps the pages of a failed write-back in the
+ * cache but marks them clean, and reports the error once: a retried
+ * flush skips them.  The OS layer's power-cut model does the same with
+ * every injected write-back failure (os.h, sal_os_powercut_lose).  Each
+ * test: a durable commit (state A), changes, a durable sync that fails,
+ * a retry that succeeds, then a power cut with nothing on disk but what
+ * was flushed: the retry's state must be there.  A clean close follows
+ * the retry (the heap then opens without recovery).
+ * --------------------------------------------------------------------- */
+
+typedef struct wb_ctx {
+    sal_heap *h;
+    sal_session *s, *reader;
+    uint64_t rng;
+    char shadow[600];
+    cw_state a, retry;
+} wb_ctx;
+
+static void wb_start(tu_ctx *c, wb_ctx *w)
+{
+    memset(w, 0, sizeof *w);
+    sal_options o = small_options();
+    snprintf(w->shadow, sizeof w->shadow, "%s/shadow", c->dir);
+    TU_OK(sal_heap_create(c->path, &o, &w->h));
+    TU_OK(sal_heap_close(w->h));
+    TU_OK(tu_copy_file(c->path, w->shadow));
+    TU_OK(sal_os_powercut_arm(w->shadow, -1));
+    TU_OK(sal_heap_open(c->path, &o, &w->h));
+    TU_OK(sal_session_open(w->h, &w->s));
+    TU_OK(sal_reader_open(w->h, &w->reader));
+    w->rng = 0xfa11ed;
+    phase_out po;
+    TU_OK(build(w->s, &w->rng, 30));
+    assert_int_equal(do_sync(w->h, w->reader, SAL_SYNC_DURABLE, &po), 0);
+    TU_OK(po.rc);
+    w->a = po.state;
+    TU_OK(build(w->s, &w->rng, 30));
+}
+
+/* The failing sync (its fault set by the caller), then the retry. */
+static void wb_fail_then_retry(wb_ctx *w)
+{
+    phase_out po;
+    assert_int_equal(do_sync(w->h, w->reader, SAL_SYNC_DURABLE, &po), 0);
+    sal_os_fault_clear_all();
+    TU_ERR(po.rc, EIO);
+    assert_int_equal(do_sync(w->h, w->reader, SAL_SYNC_DURABLE, &po), 0);
+    TU_OK(po.rc);
+    w->retry = po.state;
+}
+
+/* The power cut: the disk holds what was flushed, nothing else.  The heap
+ * is closed in between (cleanly: it opens again without recovery). */
+static void wb_power_cut(tu_ctx *c, wb_ctx *w, const char *what)
+{
+    size_t len;
+    uint8_t *img = power_cut_image(c->path, w->shadow, &len);
+    TU_OK(sal_session_close(w->reader));
+    TU_OK(sal_session_close(w->s));
+    TU_OK(sal_heap_close(w->h));
+    sal_options o = small_options();
+    TU_OK(sal_heap_open(c->path, &o, &w->h));
+    TU_OK(sal_heap_close(w->h));
+    power_cut_write(c->path, img, len);
+    sal_recovery_report rep;
+    cw_state st;
+    look_at(c, 1, &rep, &st);
+    print_message("%s: a=%016" PRIx64 " retry=%016" PRIx64 " after the power cut=%016" PRIx64
+                  " (damaged headers %" PRIu64 ", dangling %" PRIu64 ")\n",
+                  what, w->a.digest, w->retry.digest, st.digest,
+                  (uint64_t)rep.damaged_headers, (uint64_t)rep.dangling_refs);
+    EXPECT_STATE(st, w->retry, what);
+}
+
+/* What a cut hook of these tests gets. */
+typedef struct wb_hook {
+    wb_ctx *w;
+    int done, rc;
+} wb_hook;
+
+/* State A, changes, a durable sync that fails (by `op` failing after
+ * `after` calls, or by what `hook` does), the retry, the power cut. */
+static void wb_run(tu_ctx *c, sal_os_op op, long after, void (*hook)(void *, int),
+                   const char *what)
+{
+    NEED_HOOKS();
+    wb_ctx w;
+    wb_start(c, &w);
+    wb_hook k = {&w, 0, 0};
+    if (hook)
+        TU_OK(sal_test_cut_hook(hook, &k));
+    else
+        sal_os_fault_set(op, EIO, after, 1);
+    wb_fail_then_retry(&w);
+    TU_OK(sal_test_cut_hook(NULL, NULL));
+    if (hook) {
+        assert_true(k.done);
+        TU_OK(k.rc);
+    }
+    wb_power_cut(c, &w, what);
+}
+
+/* The data's write-back fails; the retry must write it again.  (The
+ * records' write-back starts first, then the data's: one range.) */
+static void writeback_data_fails_then_retry(void **state)
+{
+    wb_run(*state, SAL_OS_SYNC_FILE_RANGE, 1, NULL, "data write-back failed, then a retry");
+}
+
+/* The records' flush fails; the retry writes the same records, which
+ * leaves their page untouched unless it is written again on purpose. */
+static void writeback_records_fail_then_retry(void **state)
+{
+    wb_run(*state, SAL_OS_MSYNC, 0, NULL, "records flush failed, then a retry");
+}
+
+/* A page written back by the kernel before it was committed, the
+ * write-back failed, the error reported to a commit that does not cover
+ * the page: the commit that covers it later must write it again.  The
+ * hook makes the changes after the failing commit's cut, and loses their
+ * pages. */
+static void wb_late_changes(void *arg, int where)
+{
+    wb_hook *k = arg;
+    if (where != SAL_TEST_HOOK_FLUSH || k->done)
+        return;
+    k->done = 1;
+    char *from = k->w->s->bump;
+    if ((k->rc = build(k->w->s, &k->w->rng, 20)))
+        return;
+    char *to = k->w->s->bump;
+    if (to > from)
+        k->rc = sal_os_powercut_lose(from, (uint64_t)(to - from));
+    else
+        k->rc = -1; /* the changes went elsewhere: the test proves nothing */
+    /* The error comes to this commit's data write-back. */
+    sal_os_fault_set(SAL_OS_SYNC_FILE_RANGE, EIO, 1, 1);
+}
+
+static void writeback_lost_before_commit(void **state)
+{
+    wb_run(*state, 0, 0, wb_late_changes, "pages lost before their commit");
+}
+
+/* The provider's wait on the file (dropping a dead segment's cache) takes
+ * a write-back error during a commit's flush: that commit may not say
+ * durable.  The hook sets the flag as the provider would. */
+static void wb_provider_error(void *arg, int where)
+{
+    wb_hook *k = arg;
+    if (where == SAL_TEST_HOOK_FLUSH && !k->done) {
+        k->done = 1;
+        atomic_store(&k->w->h->writeback_failed, 1);
+    }
+}
+
+static void writeback_error_taken_by_provider(void **state)
+{
+    wb_run(*state, 0, 0, wb_provider_error, "an error taken by the provider's wait");
+}
+
+/* Object-table pages lost by a write-back the kernel started on its own,
+ * the error reported to a sync: the clean close that follows vouches for
+ * the reference counts, so it must write the table again.  The power cut
+ * comes after the close. */
+static void writeback_table_lost_before_clean_close(void **state)
+{
+    NEED_HOOKS();
+    tu_ctx *c = *state;
+    wb_ctx w;
+    wb_start(c, &w);
+    sal_heap *h = w.h;
+    TU_OK(sal_os_powercut_lose(h->base + h->table_offset, atomic_load(&h->table_ready_bytes)));
+    sal_os_fault_set(SAL_OS_SYNC_FILE_RANGE, EIO, 1, 1);
+    wb_fail_then_retry(&w);
+    TU_OK(sal_session_close(w.reader));
+    TU_OK(sal_session_close(w.s));
+    TU_OK(sal_heap_close(h));
+    size_t len;
+    uint8_t *img = power_cut_image(c->path, w.shadow, &len);
+    power_cut_write(c->path, img, len);
+    sal_recovery_report rep;
+    cw_state st;
+    look_at(c, 1, &rep, &st); /* checks every count against the table */
+    assert_int_equal(rep.recovered, 0); /* closed cleanly: the table is trusted */
+    EXPECT_STATE(st, w.retry, "table lost before a clean close");
+}
+
 int main(int argc, char **argv)
 {
     tu_init(argc, argv);
@@ -1108,6 +1326,12 @@ int main(int argc, char **argv)
         FAULT_TEST(slot_flush_then_table_flush_fail),
         FAULT_TEST(stray_write_faults),
         FAULT_TEST(stray_write_after_failed_mprotect),
+        FAULT_TEST(writeback_data_fails_then_retry),
+        FAULT_TEST(writeback_records_fail_then_retry),
+        FAULT_TEST(writeback_lost_before_commit),
+        FAULT_TEST(writeback_error_taken_by_provider),
+        FAULT_TEST(writeback_lost_pages_outlive_process),
+        FAULT_TEST(writeback_table_lost_before_clean_close),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

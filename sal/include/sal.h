@@ -486,7 +486,17 @@ SAL_API int sal_root_cas(sal_session *session, unsigned root, sal_id expected,
  * Errors: SAL_EREADONLY, SAL_EINVAL (mode), or the errno of a failed
  * mprotect/msync/sync_file_range; the previous commit stays intact and the
  * next sync flushes what this one could not.  SAL_ENOMEM if the commit's
- * bookkeeping cannot be allocated (nothing was done). */
+ * bookkeeping cannot be allocated (nothing was done).
+ *
+ * After a failed write-back (EIO, ENOSPC), retrying is safe.  Linux keeps
+ * the pages of a failed write-back in memory but marks them clean and
+ * reports the error once, so a plain retry would flush nothing of them
+ * and succeed; sal writes everything committed since the last durable
+ * commit again through the file at the failure, and from then on, for the
+ * life of this heap handle, every commit writes what it commits again
+ * before flushing it (a copy in memory of the committed bytes, besides
+ * the flush).  A durable sync succeeds only when the device took every
+ * byte it promises. */
 SAL_API int sal_sync(sal_heap *heap, int mode);
 
 /* As sal_sync(), and hands out the committed roots, each retained: a

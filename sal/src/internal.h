@@ -232,6 +232,20 @@ struct sal_heap {
      * free, bytes counted): the close is not clean, so the next open
      * recounts and frees them. */
     _Atomic int counts_unsure;
+    /* A write-back of the file failed (a flush of a commit, or one the
+     * provider waited for).  Linux then marks the pages clean although
+     * the disk does not have them, and reports the error once: a later
+     * flush would skip them and a later commit claim them durable.  From
+     * then on every commit writes what it commits through the file again
+     * before flushing it (sync.c, "Write-back errors").  Set by anyone,
+     * for the life of the heap handle. */
+    _Atomic int writeback_failed;
+    int writeback_redirtied;           /* since it was set, everything
+                                          committed and not durable was
+                                          written again (sync_lock) */
+    _Atomic int writeback_waits;       /* the provider's write-back
+                                          waits in progress: a commit
+                                          waits for their verdict */
     /* Folio policy for segments prepared from now on (see provider.c):
      * 0 large (2 MiB) folios, 1 small (32 KiB). */
     _Atomic int small_folios;

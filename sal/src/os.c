@@ -12,6 +12,7 @@
 #include <pthread.h>
 #include <fcntl.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <string.h>
 #include <linux/fiemap.h>
 #include <linux/fs.h>
@@ -91,6 +92,8 @@ void sal_os_fault_clear_all(void) {}
  * to hold.  After `cut_after` flushes the power is "cut": later flushes no
  * longer reach the shadow, although the process goes on. */
 #define POWERCUT_PENDING_MAX 4096
+#define POWERCUT_LOST_MAX 16384
+#define SAL_OS_MODEL_PAGE 4096u /* the page cache's dirty unit, modelled */
 static struct {
     pthread_mutex_t lock;
     int shadow_fd;
@@ -101,7 +104,42 @@ static struct {
      * (sync_file_range with waits): durable at the next flush. */
     struct { const char *addr; uint64_t length; } pending[POWERCUT_PENDING_MAX];
     size_t npending;
-} powercut = {PTHREAD_MUTEX_INITIALIZER, -1, NULL, 0, 0, -1, {{NULL, 0}}, 0};
+    /* Pages a failed write-back left clean without writing them, as Linux
+     * does (it keeps their contents and clears their dirty bit): a later
+     * flush skips them until they are written again.  With each, a hash of
+     * its contents then: a page whose contents changed since was written
+     * through the mapping, which dirtied it again. */
+    struct { uint64_t offset, hash; } lost[POWERCUT_LOST_MAX];
+    size_t nlost;
+    /* The page cache outlives the process: the lost pages are kept in a
+     * file beside the shadow, which the next process to arm reads. */
+    int lost_fd;
+} powercut = {PTHREAD_MUTEX_INITIALIZER, -1, NULL, 0, 0, -1, {{NULL, 0}}, 0, {{0, 0}}, 0, -1};
+
+static void lost_save_locked(void)
+{
+    if (powercut.lost_fd < 0)
+        return;
+    size_t bytes = powercut.nlost * sizeof powercut.lost[0];
+    if (pwrite(powercut.lost_fd, powercut.lost, bytes, 0) != (ssize_t)bytes ||
+        ftruncate(powercut.lost_fd, (off_t)bytes) != 0)
+        powercut.lost_fd = -1; /* the test will see pages come back: not silent */
+}
+
+static int lost_load_locked(const char *shadow_path)
+{
+    char path[4096];
+    if ((size_t)snprintf(path, sizeof path, "%s.lost", shadow_path) >= sizeof path)
+        return ENAMETOOLONG;
+    powercut.lost_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (powercut.lost_fd < 0)
+        return errno;
+    ssize_t n = pread(powercut.lost_fd, powercut.lost, sizeof powercut.lost, 0);
+    if (n < 0)
+        return errno;
+    powercut.nlost = (size_t)n / sizeof powercut.lost[0];
+    return 0;
+}
 
 int sal_os_powercut_arm(const char *shadow_path, long cut_after)
 {
@@ -109,15 +147,21 @@ int sal_os_powercut_arm(const char *shadow_path, long cut_after)
     if (powercut.shadow_fd >= 0)
         close(powercut.shadow_fd);
     powercut.shadow_fd = -1;
+    if (powercut.lost_fd >= 0)
+        close(powercut.lost_fd);
+    powercut.lost_fd = -1;
     powercut.base = NULL;
     powercut.flushes = 0;
     powercut.npending = 0;
+    powercut.nlost = 0;
     powercut.cut_after = cut_after;
     int err = 0;
     if (shadow_path) {
         powercut.shadow_fd = open(shadow_path, O_WRONLY | O_CLOEXEC);
         if (powercut.shadow_fd < 0)
             err = errno;
+        else
+            err = lost_load_locked(shadow_path);
     }
     pthread_mutex_unlock(&powercut.lock);
     return err;
@@ -141,11 +185,14 @@ static void powercut_mapped(void *base, uint64_t length)
     pthread_mutex_unlock(&powercut.lock);
 }
 
-static void shadow_copy_locked(const char *p, uint64_t length)
+static int powercut_covers(const char *p, uint64_t length)
 {
-    if (powercut.shadow_fd < 0 || !powercut.base || p < powercut.base ||
-        p + length > powercut.base + powercut.length)
-        return;
+    return powercut.shadow_fd >= 0 && powercut.base && p >= powercut.base &&
+           p + length <= powercut.base + powercut.length;
+}
+
+static void shadow_write_locked(const char *p, uint64_t length)
+{
     uint64_t off = (uint64_t)(p - powercut.base);
     for (uint64_t done = 0; done < length;) {
         ssize_t w = pwrite(powercut.shadow_fd, p + done, (size_t)(length - done),
@@ -154,6 +201,111 @@ static void shadow_copy_locked(const char *p, uint64_t length)
             break;
         done += (uint64_t)w;
     }
+}
+
+static uint64_t page_hash(const char *page)
+{
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (size_t i = 0; i < SAL_OS_MODEL_PAGE; i++)
+        h = (h ^ (unsigned char)page[i]) * 0x100000001b3ull;
+    return h;
+}
+
+static size_t lost_find_locked(uint64_t offset)
+{
+    for (size_t i = 0; i < powercut.nlost; i++)
+        if (powercut.lost[i].offset == offset)
+            return i;
+    return powercut.nlost;
+}
+
+static void lost_forget_locked(size_t i)
+{
+    powercut.lost[i] = powercut.lost[--powercut.nlost];
+}
+
+/* The pages of a range that a flush writes: all but the lost ones whose
+ * contents did not change. */
+static void shadow_copy_locked(const char *p, uint64_t length)
+{
+    if (!powercut_covers(p, length))
+        return;
+    if (powercut.nlost == 0) {
+        shadow_write_locked(p, length);
+        return;
+    }
+    const char *end = p + length;
+    for (const char *q = p; q < end;) {
+        uint64_t page = (uint64_t)(q - powercut.base) & ~(uint64_t)(SAL_OS_MODEL_PAGE - 1);
+        const char *next = powercut.base + page + SAL_OS_MODEL_PAGE;
+        if (next > end)
+            next = end;
+        size_t i = lost_find_locked(page);
+        if (i < powercut.nlost) {
+            if (page_hash(powercut.base + page) == powercut.lost[i].hash) {
+                q = next; /* still clean: not written */
+                continue;
+            }
+            lost_forget_locked(i);
+        }
+        shadow_write_locked(q, (uint64_t)(next - q));
+        q = next;
+    }
+}
+
+/* A write-back of the range failed: its pages are clean, and not on disk. */
+static void powercut_lose(const char *p, uint64_t length)
+{
+    pthread_mutex_lock(&powercut.lock);
+    if (powercut_covers(p, length)) {
+        uint64_t first = (uint64_t)(p - powercut.base) & ~(uint64_t)(SAL_OS_MODEL_PAGE - 1);
+        uint64_t end = (uint64_t)(p - powercut.base) + length;
+        for (uint64_t page = first; page < end; page += SAL_OS_MODEL_PAGE) {
+            size_t i = lost_find_locked(page);
+            if (i == powercut.nlost) {
+                if (powercut.nlost == POWERCUT_LOST_MAX)
+                    break; /* a test this large would need a larger table */
+                powercut.nlost++;
+            }
+            powercut.lost[i].offset = page;
+            powercut.lost[i].hash = page_hash(powercut.base + page);
+        }
+        lost_save_locked();
+    }
+    pthread_mutex_unlock(&powercut.lock);
+}
+
+/* The range was written through the file: its pages are dirty again. */
+static void powercut_redirty(const char *p, uint64_t length)
+{
+    pthread_mutex_lock(&powercut.lock);
+    if (powercut_covers(p, length)) {
+        uint64_t first = (uint64_t)(p - powercut.base) & ~(uint64_t)(SAL_OS_MODEL_PAGE - 1);
+        uint64_t end = (uint64_t)(p - powercut.base) + length;
+        for (size_t i = 0; i < powercut.nlost;) {
+            if (powercut.lost[i].offset >= first && powercut.lost[i].offset < end)
+                lost_forget_locked(i);
+            else
+                i++;
+        }
+        lost_save_locked();
+    }
+    pthread_mutex_unlock(&powercut.lock);
+}
+
+int sal_os_powercut_lose(const void *addr, uint64_t length)
+{
+    if (powercut.shadow_fd < 0)
+        return EINVAL;
+    powercut_lose(addr, length);
+    return 0;
+}
+
+/* A failed write-back op on an offset of the file. */
+static void powercut_lose_offset(uint64_t offset, uint64_t length)
+{
+    if (powercut.base)
+        powercut_lose(powercut.base + offset, length);
 }
 
 /* A flush: the flushed range and every pending range reach the "disk",
@@ -165,6 +317,7 @@ static void powercut_record(const void *addr, uint64_t length)
         for (size_t i = 0; i < powercut.npending; i++)
             shadow_copy_locked(powercut.pending[i].addr, powercut.pending[i].length);
         shadow_copy_locked(addr, length);
+        lost_save_locked();
     }
     powercut.npending = 0;
     powercut.flushes++;
@@ -181,6 +334,15 @@ static void powercut_pending(const void *addr, uint64_t length)
     }
     pthread_mutex_unlock(&powercut.lock);
 }
+/* A failed write-back loses what it was writing (the power-cut model). */
+#define WRITEBACK_FAULT(op, lose)                                          \
+    do {                                                                   \
+        int fault_err_ = fault_check(op);                                  \
+        if (fault_err_) {                                                  \
+            lose;                                                          \
+            return fault_err_;                                             \
+        }                                                                  \
+    } while (0)
 #else
 int sal_os_powercut_arm(const char *shadow_path, long cut_after)
 {
@@ -188,9 +350,16 @@ int sal_os_powercut_arm(const char *shadow_path, long cut_after)
     return ENOSYS;
 }
 long sal_os_powercut_flushes(void) { return 0; }
+int sal_os_powercut_lose(const void *addr, uint64_t length)
+{
+    (void)addr, (void)length;
+    return ENOSYS;
+}
 #define powercut_mapped(base, length) ((void)0)
 #define powercut_record(addr, length) ((void)0)
 #define powercut_pending(addr, length) ((void)0)
+#define powercut_redirty(addr, length) ((void)0)
+#define WRITEBACK_FAULT(op, lose) ((void)0)
 #endif
 
 int sal_os_open(const char *path, int flags, unsigned mode, int *fd_out)
@@ -307,6 +476,15 @@ int sal_os_pwrite(int fd, const void *buf, size_t len, uint64_t offset)
     return 0;
 }
 
+int sal_os_rewrite(int fd, const void *addr, uint64_t offset, uint64_t length)
+{
+    FAULT(SAL_OS_PWRITE);
+    int err = sal_os_pwrite(fd, addr, (size_t)length, offset);
+    if (!err)
+        powercut_redirty(addr, length);
+    return err;
+}
+
 int sal_os_unlink(const char *path)
 {
     return unlink(path) == 0 ? 0 : errno;
@@ -366,7 +544,7 @@ int sal_os_protect_readwrite(void *addr, uint64_t length)
 
 int sal_os_msync(void *addr, uint64_t length, int synchronous)
 {
-    FAULT(SAL_OS_MSYNC);
+    WRITEBACK_FAULT(SAL_OS_MSYNC, powercut_lose(addr, length));
     if (length == 0)
         return 0;
     if (msync(addr, (size_t)length, synchronous ? MS_SYNC : MS_ASYNC) != 0)
@@ -415,7 +593,7 @@ static int write_back_wait(int fd, uint64_t offset, uint64_t length)
 
 int sal_os_write_and_wait(int fd, const void *addr, uint64_t offset, uint64_t length)
 {
-    FAULT(SAL_OS_SYNC_FILE_RANGE);
+    WRITEBACK_FAULT(SAL_OS_SYNC_FILE_RANGE, powercut_lose(addr, length));
     int err = write_back_wait(fd, offset, length);
     if (err)
         return err;
@@ -512,7 +690,7 @@ int sal_os_drop_cache(int fd, void *addr, uint64_t offset, uint64_t length)
 
 int sal_os_sync_file_range(int fd, uint64_t offset, uint64_t length)
 {
-    FAULT(SAL_OS_SYNC_FILE_RANGE);
+    WRITEBACK_FAULT(SAL_OS_SYNC_FILE_RANGE, powercut_lose_offset(offset, length));
     return sync_file_range(fd, (off_t)offset, (off_t)length,
                            SYNC_FILE_RANGE_WRITE) == 0
                ? 0

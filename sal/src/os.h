@@ -28,6 +28,7 @@ typedef enum sal_os_op {
     SAL_OS_FTRUNCATE,
     SAL_OS_SYNC_FILE_RANGE,
     SAL_OS_FSYNC,
+    SAL_OS_PWRITE, /* sal_os_rewrite */
     SAL_OS_OP_COUNT
 } sal_os_op;
 
@@ -47,6 +48,14 @@ void sal_os_fault_clear_all(void);
 int sal_os_powercut_arm(const char *shadow_path, long cut_after);
 /* Durable flushes seen since arming (recorded or past the cut). */
 long sal_os_powercut_flushes(void);
+/* The model of a failed write-back, which every injected failure of a
+ * write-back call (msync, sync_file_range) applies to its range: Linux
+ * marks the pages clean without their having reached the disk, so later
+ * flushes skip them until they are written again (through the mapping, a
+ * change of contents; through the file, sal_os_rewrite).  This call
+ * applies it to a range of the mapping directly: a write-back the kernel
+ * started on its own that failed.  EINVAL if not armed. */
+int sal_os_powercut_lose(const void *addr, uint64_t length);
 
 /* File */
 int sal_os_open(const char *path, int flags, unsigned mode, int *fd_out);
@@ -71,6 +80,13 @@ int sal_os_protect_readonly(void *addr, uint64_t length);
 int sal_os_protect_readwrite(void *addr, uint64_t length);
 int sal_os_msync(void *addr, uint64_t length, int synchronous);
 int sal_os_populate_write(void *addr, uint64_t length);
+/* Write a mapped range of the file over itself through the file (pwrite
+ * from the mapping), which makes its pages dirty again: after a failed
+ * write-back, Linux keeps the contents in the page cache but marks the
+ * pages clean, and only a write makes a later flush write them.  For
+ * ranges nobody writes meanwhile (read-only or owned by the caller): a
+ * concurrent store could be overwritten with the old bytes. */
+int sal_os_rewrite(int fd, const void *addr, uint64_t offset, uint64_t length);
 
 int sal_os_sync_file_range(int fd, uint64_t offset, uint64_t length);
 /* Write a range to the device and wait for it (sync_file_range with both

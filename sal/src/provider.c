@@ -236,7 +236,13 @@ void sal_segment_prepare(sal_heap *h, uint64_t seg, int by_provider)
                            : SAL_PREPARE_STEP_BYTES;
         if (convert || fill) {
             wait_for_commit(h, by_provider);
-            (void)sal_os_drop_cache(h->fd, addr + off, start + off, len);
+            /* Its wait may take a write-back error that concerns a
+             * commit's pages (the kernel reports each once per file):
+             * the flag makes commits write theirs again (sync.c). */
+            atomic_fetch_add(&h->writeback_waits, 1);
+            if (sal_os_drop_cache(h->fd, addr + off, start + off, len))
+                atomic_store(&h->writeback_failed, 1);
+            atomic_fetch_sub(&h->writeback_waits, 1);
         }
         for (uint64_t o = off; o < off + len; o += step) {
             uint64_t n = off + len - o < step ? off + len - o : step;

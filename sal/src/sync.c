@@ -328,8 +328,11 @@ static int flush_range(sal_heap *h, uint64_t offset, uint64_t length, int mode)
 /* Write the segment records into the copy that belongs to `target`,
  * touching only records that differ (an unchanged page stays clean and is
  * not written back).  *range_out gets the bytes that changed (a page of
- * them if none did: its flush is then only a barrier). */
-static void write_records(sal_heap *h, cut *c, unsigned target, range *range_out)
+ * them if none did: its flush is then only a barrier).  After a failed
+ * write-back, the whole copy, written again through the file: a page of
+ * it cleaned by the failure holds what this commit writes, unchanged, and
+ * would not be flushed. */
+static int write_records(sal_heap *h, cut *c, unsigned target, range *range_out)
 {
     uint64_t n = c->slot.segments_high_water;
     uint64_t base = h->sb.segtab_offset + target * h->sb.segtab_bytes;
@@ -346,8 +349,82 @@ static void write_records(sal_heap *h, cut *c, unsigned target, range *range_out
     c->slot.segtab_checksum = sal_crc32c(0, c->records, n * sizeof *c->records);
     if (hi == 0)
         lo = hi = 0;
+    if (atomic_load(&h->writeback_failed) && n > 0) {
+        lo = 0, hi = n;
+        int err = sal_os_rewrite(h->fd, rec, base, n * sizeof *rec);
+        if (err)
+            return err;
+    }
     range_out->offset = base + lo * sizeof *rec;
     range_out->length = hi > lo ? (hi - lo) * sizeof *rec : SAL_PAGE_BYTES;
+    return 0;
+}
+
+/*
+ * Write-back errors.  When the kernel fails to write a page back, it keeps
+ * the page's contents in the cache but marks it clean, and reports the
+ * error once, to the first wait on the file that comes: a retried sync
+ * would flush nothing of that page and succeed, a commit said durable
+ * whose bytes are not on the disk.  So an error from any write-back wait
+ * (a commit's, or the provider's) sets h->writeback_failed for the life of
+ * the handle, and from then on
+ *  - everything committed and not yet durable is written again through the
+ *    file (sal_os_rewrite: its pages are dirty again): at once when a
+ *    commit's own flush fails, else at the start of the next commit;
+ *  - every commit writes again what it makes read-only, before flushing:
+ *    a page cleaned before it was committed is on no list;
+ *  - the segment records are written whole (write_records), and a clean
+ *    close writes the object table again before flushing it.
+ * Writing a range over itself races with no store: committed ranges are
+ * read-only, the records and the table (at close) belong to the committing
+ * thread.  A process that opens the heap later in the same boot finds the
+ * pages dirty, or the error of a new failure unreported.
+ */
+static int rewrite_range(sal_heap *h, uint64_t offset, uint64_t length)
+{
+    return length ? sal_os_rewrite(h->fd, h->base + offset, offset, length) : 0;
+}
+
+/* Everything committed since the last durable commit: read-only, from each
+ * segment's durable mark to its read-only mark.  Under seg_lock, so that
+ * no segment is reset for reuse meanwhile (a free one has both marks 0). */
+static int rewrite_since_durable(sal_heap *h)
+{
+    int err = 0;
+    pthread_mutex_lock(&h->seg_lock);
+    for (uint64_t i = 0; i < h->segments_high_water && !err; i++) {
+        const sal_segment *g = &h->segments[i];
+        if (g->readonly_mark > g->durable_mark)
+            err = rewrite_range(h, sal_segment_start(h, i) + g->durable_mark,
+                                g->readonly_mark - g->durable_mark);
+    }
+    pthread_mutex_unlock(&h->seg_lock);
+    return err;
+}
+
+/* After a commit's protect step, before its flush. */
+static int rewrite_before_flush(sal_heap *h, const cut *c)
+{
+    if (!atomic_load(&h->writeback_failed))
+        return 0;
+    if (!h->writeback_redirtied) {
+        int err = rewrite_since_durable(h); /* covers this commit's ranges */
+        h->writeback_redirtied = err == 0;
+        return err;
+    }
+    for (size_t i = 0; i < c->nprotect; i++) {
+        int err = rewrite_range(h, c->protect[i].offset, c->protect[i].length);
+        if (err)
+            return err;
+    }
+    return 0;
+}
+
+/* A write-back wait of this commit failed with `err`. */
+static void writeback_failed(sal_heap *h)
+{
+    atomic_store(&h->writeback_failed, 1);
+    h->writeback_redirtied = rewrite_since_durable(h) == 0;
 }
 
 /* Ids moved to the shared pool per hold of its lock.  Sessions refill
@@ -496,6 +573,10 @@ int sal_commit(sal_heap *h, int mode, int clean, sal_id *roots_out)
     int err = cut_take(h, &c, mode, roots_out);
     if (err)
         goto done;
+    /* The write-back flag as it was before this commit's flushes: if a
+     * wait of the provider's sets it meanwhile, the error may concern
+     * pages these flushes count on. */
+    int failed_before = atomic_load(&h->writeback_failed);
     cut_hook_run(SAL_TEST_HOOK_FLUSH);
 
     for (size_t i = 0; i < c.nprotect; i++) {
@@ -514,8 +595,11 @@ int sal_commit(sal_heap *h, int mode, int clean, sal_id *roots_out)
      * back on if this commit does not complete. */
     unsigned target = mode == SAL_SYNC_DURABLE ? h->durable_slot ^ 1u
                                                : (h->volatile_slot == 2 ? 3u : 2u);
+    if ((err = rewrite_before_flush(h, &c)))
+        goto done;
     range records;
-    write_records(h, &c, target, &records);
+    if ((err = write_records(h, &c, target, &records)))
+        goto done;
     /* (Mutants for testing the crash harnesses: SKIP_FLUSH never writes
      * the data, SLOT_FIRST writes it only after the slot.) */
 #if !defined(SAL_MUTANT_SKIP_FLUSH) && !defined(SAL_MUTANT_SLOT_FIRST)
@@ -527,21 +611,34 @@ int sal_commit(sal_heap *h, int mode, int clean, sal_id *roots_out)
      * once, before the slot that points at it is written. */
     if (mode == SAL_SYNC_DURABLE &&
         (err = sal_os_sync_file_range(h->fd, records.offset, records.length)))
-        goto done;
+        goto flush_failed;
     for (size_t i = 0; mode == SAL_SYNC_DURABLE && i + 1 < c.nflush; i++)
         if ((err = sal_os_sync_file_range(h->fd, c.flush[i].offset, c.flush[i].length)))
-            goto done;
+            goto flush_failed;
     for (size_t i = 0; i < c.nflush; i++)
         if ((err = write_range(h, c.flush[i].offset, c.flush[i].length, mode)))
-            goto done;
+            goto flush_failed;
 #endif
     if ((err = flush_range(h, records.offset, records.length, mode)))
-        goto done;
+        goto flush_failed;
     if (clean) {
         /* A clean close vouches for the reference counts too. */
         uint64_t table_bytes = atomic_load(&h->table_ready_bytes);
-        if ((err = sal_os_msync(h->base + h->table_offset, table_bytes, 1)))
+        if (atomic_load(&h->writeback_failed) &&
+            (err = rewrite_range(h, h->table_offset, table_bytes)))
             goto done;
+        if ((err = sal_os_msync(h->base + h->table_offset, table_bytes, 1)))
+            goto flush_failed;
+    }
+    if (mode == SAL_SYNC_DURABLE && !failed_before) {
+        /* A wait of the provider's may have taken the error these flushes
+         * should have seen: its verdict first. */
+        while (atomic_load(&h->writeback_waits))
+            nanosleep(&(struct timespec){0, 50000}, NULL);
+        if (atomic_load(&h->writeback_failed)) {
+            err = EIO;
+            goto flush_failed;
+        }
     }
 
     sal_commit_slot *s = &c.slot;
@@ -555,7 +652,7 @@ int sal_commit(sal_heap *h, int mode, int clean, sal_id *roots_out)
     char *slot_page = h->base + SAL_SLOT_OFFSET(target);
     memcpy(slot_page, s, sizeof *s);
     if ((err = flush_range(h, (uint64_t)(slot_page - h->base), SAL_PAGE_BYTES, mode)))
-        goto done;
+        goto flush_failed;
 #ifdef SAL_MUTANT_SLOT_FIRST /* mutant: the slot made durable before the data */
     for (size_t i = 0; i < c.nflush; i++)
         if ((err = write_range(h, c.flush[i].offset, c.flush[i].length, mode)))
@@ -585,6 +682,9 @@ int sal_commit(sal_heap *h, int mode, int clean, sal_id *roots_out)
         sal_pending_ids_release(h, 0);
         sal_segments_reclaim(h);
     }
+    goto done;
+flush_failed:
+    writeback_failed(h);
 done:
     atomic_store(&h->commit_running, 0);
     /* Segments may be reclaimed again (provider.c, reclaim_locked). */
