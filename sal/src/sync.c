@@ -386,19 +386,31 @@ static int rewrite_range(sal_heap *h, uint64_t offset, uint64_t length)
 }
 
 /* Everything committed since the last durable commit: read-only, from each
- * segment's durable mark to its read-only mark.  Under seg_lock, so that
- * no segment is reset for reuse meanwhile (a free one has both marks 0). */
+ * segment's durable mark to its read-only mark (after an open from a
+ * volatile commit, every committed byte: the next durable commit flushes
+ * all of it anyway).  The ranges are listed under seg_lock and written
+ * outside it, which holds no session back: called inside a commit, whose
+ * commit_in_flight keeps every segment from being reset for reuse (a
+ * reset one would have both marks 0), so they stay read-only. */
 static int rewrite_since_durable(sal_heap *h)
 {
-    int err = 0;
     pthread_mutex_lock(&h->seg_lock);
-    for (uint64_t i = 0; i < h->segments_high_water && !err; i++) {
+    uint64_t n = h->segments_high_water;
+    range *todo = malloc((n ? n : 1) * sizeof *todo);
+    size_t ntodo = 0;
+    for (uint64_t i = 0; todo && i < n; i++) {
         const sal_segment *g = &h->segments[i];
         if (g->readonly_mark > g->durable_mark)
-            err = rewrite_range(h, sal_segment_start(h, i) + g->durable_mark,
-                                g->readonly_mark - g->durable_mark);
+            todo[ntodo++] = (range){sal_segment_start(h, i) + g->durable_mark,
+                                    g->readonly_mark - g->durable_mark};
     }
     pthread_mutex_unlock(&h->seg_lock);
+    if (!todo)
+        return SAL_ENOMEM;
+    int err = 0;
+    for (size_t i = 0; i < ntodo && !err; i++)
+        err = rewrite_range(h, todo[i].offset, todo[i].length);
+    free(todo);
     return err;
 }
 
