@@ -230,6 +230,195 @@ static void table_growth_fails(void **state)
     TU_OK(sal_heap_close(h));
 }
 
+/* CPU time this process used, in seconds (every thread). */
+static double process_cpu_seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* The provider keeps the object table a chunk ahead of the ids in use.
+ * When that growth fails (a full disk), it must wait before trying again,
+ * as it does when a segment cannot be allocated: an idle heap on a full
+ * disk must not spin a core calling fallocate. */
+static void provider_table_growth_fails_idle(void **state)
+{
+    NEED_HOOKS();
+    tu_ctx *c = *state;
+    sal_options o = tu_small_options();
+    o.ready_segments = 2;
+    sal_heap *h;
+    TU_OK(sal_heap_create(c->path, &o, &h));
+    TU_OK(sal_heap_close(h));
+    /* Open's own fallocate of the table (one call) succeeds; every later
+     * one fails.  The free segments of the first life need none. */
+    TU_OK(sal_os_fault_set(SAL_OS_FALLOCATE, ENOSPC, 1, -1));
+    TU_OK(sal_heap_open(c->path, &o, &h));
+    usleep(50 * 1000); /* the provider prepares its ready segments */
+    double cpu0 = process_cpu_seconds(), t0 = tu_now();
+    usleep(400 * 1000);
+    double cpu = process_cpu_seconds() - cpu0, wall = tu_now() - t0;
+    sal_os_fault_clear_all();
+    TU_OK(sal_heap_close(h));
+    printf("  idle heap, table growth failing: %.0f ms of CPU in %.0f ms\n", cpu * 1e3,
+           wall * 1e3);
+    if (cpu > 0.25 * wall)
+        fail_msg("the provider spun: %.0f ms of CPU in %.0f ms of an idle heap", cpu * 1e3,
+                 wall * 1e3);
+}
+
+/* After a commit that writes, small folios are wanted, and an arena with
+ * large folios on the partial list (left by a closed session) waits.  When
+ * no new segment can be had (a full disk, or the reservation used up), it
+ * still has room: an allocation must continue it instead of failing. */
+static void parked_arena_used_when_disk_full(void **state)
+{
+    NEED_HOOKS();
+    tu_ctx *c = *state;
+    sal_options o = tu_small_options();
+    o.ready_segments = 0;
+    sal_heap *h;
+    sal_session *s;
+    TU_OK(sal_heap_create(c->path, &o, &h));
+    TU_OK(sal_session_open(h, &s));
+    sal_id keep[10];
+    alloc_keepers(s, keep, 10);
+    TU_OK(sal_sync(h, SAL_SYNC_DURABLE)); /* small folios from now on */
+    /* Its arena, with large folios, goes to the partial list. */
+    TU_OK(sal_session_close(s));
+    TU_OK(sal_session_open(h, &s));
+    sal_heap_stats st0 = tu_stats(h);
+    TU_OK(sal_os_fault_set(SAL_OS_FALLOCATE, ENOSPC, 0, -1));
+    sal_id more[10];
+    int n = 0;
+    int rc = alloc_until_error(s, 10, more, &n);
+    sal_os_fault_clear_all();
+    sal_heap_stats st1 = tu_stats(h);
+    if (rc != 0)
+        fail_msg("allocating 10 x 4 KiB with %" PRIu64 " segment(s) in the file, one "
+                 "holding 10 KiB of objects: %d (%s) after %d",
+                 st0.segments_in_use, rc, sal_strerror(rc), n);
+    assert_int_equal(st1.file_bytes, st0.file_bytes);
+    check_keepers(s, keep, 10);
+    for (int i = 0; i < n; i++)
+        TU_OK(sal_release(s, more[i]));
+    for (int i = 0; i < 10; i++)
+        TU_OK(sal_release(s, keep[i]));
+    tu_close_all(h, s);
+}
+
+/* The same at the end of the reservation: a heap of one segment. */
+static void parked_arena_used_when_reserve_full(void **state)
+{
+    tu_ctx *c = *state;
+    sal_options o = tu_small_options();
+    o.ready_segments = 0;
+    o.max_objects = 1u << 16;
+    /* Where the data starts, from a first heap: then a reservation of
+     * exactly one segment. */
+    sal_heap *h;
+    TU_OK(sal_heap_create(c->path, &o, &h));
+    sal_heap_stats g = tu_stats(h);
+    TU_OK(sal_heap_close(h));
+    unlink(c->path);
+    o.reserve_bytes = g.reserve_bytes - g.segments_total * g.segment_bytes + g.segment_bytes;
+    sal_session *s;
+    TU_OK(sal_heap_create(c->path, &o, &h));
+    assert_int_equal(tu_stats(h).segments_total, 1);
+    TU_OK(sal_session_open(h, &s));
+    sal_id keep[10];
+    alloc_keepers(s, keep, 10);
+    TU_OK(sal_sync(h, SAL_SYNC_DURABLE)); /* small folios from now on */
+    TU_OK(sal_session_close(s)); /* its arena goes to the partial list */
+    TU_OK(sal_session_open(h, &s));
+    sal_id more[10];
+    int n = 0;
+    int rc = alloc_until_error(s, 10, more, &n);
+    if (rc != 0)
+        fail_msg("allocating 10 x 4 KiB in a one-segment heap holding 10 KiB: %d (%s) "
+                 "after %d",
+                 rc, sal_strerror(rc), n);
+    check_keepers(s, keep, 10);
+    for (int i = 0; i < n; i++)
+        TU_OK(sal_release(s, more[i]));
+    for (int i = 0; i < 10; i++)
+        TU_OK(sal_release(s, keep[i]));
+    tu_close_all(h, s);
+}
+
+/* On a full disk an object too large for the rest of the session's arena
+ * fails with ENOSPC, as it must; but the failed call must not give the
+ * arena up: smaller objects still fit in it afterwards. */
+static void failed_large_alloc_keeps_arena(void **state)
+{
+    NEED_HOOKS();
+    tu_ctx *c = *state;
+    sal_options o = tu_small_options();
+    o.ready_segments = 0;
+    sal_heap *h;
+    sal_session *s;
+    TU_OK(sal_heap_create(c->path, &o, &h));
+    TU_OK(sal_session_open(h, &s));
+    sal_id keep[10];
+    alloc_keepers(s, keep, 10);
+    TU_OK(sal_os_fault_set(SAL_OS_FALLOCATE, ENOSPC, 0, -1));
+    sal_id big;
+    void *p;
+    TU_OK(sal_write_begin(s));
+    TU_ERR(sal_alloc(s, sal_max_object_bytes(h), 0, 0, &big, &p), ENOSPC);
+    TU_OK(sal_write_end(s));
+    /* The arena holds 10 KiB of its 1 MiB. */
+    sal_id more[10];
+    int n = 0;
+    int rc = alloc_until_error(s, 10, more, &n);
+    sal_os_fault_clear_all();
+    if (rc != 0)
+        fail_msg("10 x 4 KiB after a failed large allocation, the arena 99%% free: %d (%s) "
+                 "after %d",
+                 rc, sal_strerror(rc), n);
+    check_keepers(s, keep, 10);
+    for (int i = 0; i < n; i++)
+        TU_OK(sal_release(s, more[i]));
+    for (int i = 0; i < 10; i++)
+        TU_OK(sal_release(s, keep[i]));
+    tu_close_all(h, s);
+}
+
+/* alloc_waits counts the segments a session prepared itself because none
+ * was ready; an allocation that could prepare none (a full disk) is an
+ * error, not a wait. */
+static void failed_allocs_are_not_waits(void **state)
+{
+    NEED_HOOKS();
+    tu_ctx *c = *state;
+    sal_options o = tu_small_options();
+    o.ready_segments = 0;
+    sal_heap *h;
+    sal_session *s;
+    TU_OK(sal_heap_create(c->path, &o, &h));
+    TU_OK(sal_session_open(h, &s));
+    TU_OK(sal_os_fault_set(SAL_OS_FALLOCATE, ENOSPC, 0, -1));
+    enum { LIMIT = 600 };
+    sal_id ids[LIMIT];
+    int n = 0;
+    TU_ERR(alloc_until_error(s, LIMIT, ids, &n), ENOSPC);
+    uint64_t waits = tu_stats(h).alloc_waits;
+    for (int k = 0; k < 10; k++) {
+        int m = 0;
+        TU_ERR(alloc_until_error(s, 1, ids + n, &m), ENOSPC);
+    }
+    uint64_t after = tu_stats(h).alloc_waits;
+    sal_os_fault_clear_all();
+    if (after != waits)
+        fail_msg("alloc_waits %" PRIu64 " -> %" PRIu64 " over 10 allocations that failed "
+                 "with ENOSPC",
+                 waits, after);
+    for (int i = 0; i < n; i++)
+        TU_OK(sal_release(s, ids[i]));
+    tu_close_all(h, s);
+}
+
 /* A failing call while creating: the error comes back and no file is
  * left behind. */
 static void create_faults(void **state)
@@ -529,6 +718,11 @@ int main(int argc, char **argv)
         FAULT_TEST(fallocate_enospc_no_provider),
         FAULT_TEST(fallocate_enospc_with_provider),
         FAULT_TEST(table_growth_fails),
+        FAULT_TEST(provider_table_growth_fails_idle),
+        FAULT_TEST(parked_arena_used_when_disk_full),
+        FAULT_TEST(parked_arena_used_when_reserve_full),
+        FAULT_TEST(failed_large_alloc_keeps_arena),
+        FAULT_TEST(failed_allocs_are_not_waits),
         FAULT_TEST(create_faults),
         FAULT_TEST(close_msync_fails),
         FAULT_TEST(full_disk_tmpfs),

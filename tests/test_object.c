@@ -649,6 +649,52 @@ static void mass_release_committed(tu_ctx *c, unsigned ready_segments)
 static void mass_release_by_provider(void **state) { mass_release_committed(*state, 4); }
 static void mass_release_by_commit(void **state) { mass_release_committed(*state, 0); }
 
+/* A full table, every object committed, released, and a commit after the
+ * release: the ids are reusable (sal.h, sal_release), so the same number
+ * of objects fits again.  The releasing session still holds them in its
+ * batch when the commit is written; they must not wait for one more. */
+static void full_table_reused_after_commit(tu_ctx *c, unsigned ready_segments)
+{
+    sal_options o = tu_small_options();
+    o.ready_segments = ready_segments;
+    o.max_objects = 4096;
+    sal_session *s;
+    sal_heap *h = tu_create_with(c, &o, &s);
+    sal_id *ids = calloc(o.max_objects + 1, sizeof *ids);
+    assert_non_null(ids);
+    void *p;
+    uint32_t n = 0;
+    int rc;
+    TU_OK(sal_write_begin(s));
+    while ((rc = sal_alloc(s, 16, 0, 0, &ids[n], &p)) == 0)
+        n++;
+    TU_OK(sal_write_end(s));
+    TU_ERR(rc, SAL_ENOIDS);
+    assert_int_equal(n, o.max_objects);
+    TU_OK(sal_sync(h, SAL_SYNC_PROTECT));
+    for (uint32_t i = 0; i < n; i++)
+        TU_OK(sal_release(s, ids[i]));
+    TU_OK(sal_sync(h, SAL_SYNC_PROTECT)); /* the commit after the release */
+    uint32_t again = 0;
+    TU_OK(sal_write_begin(s));
+    while (again < n && (rc = sal_alloc(s, 16, 0, 0, &ids[again], &p)) == 0)
+        again++;
+    TU_OK(sal_write_end(s));
+    if (again < n)
+        fail_msg("ready_segments %u: %u objects released and committed over, then %d (%s) "
+                 "after %u new ones (ids_pending %" PRIu64 ")",
+                 ready_segments, n, rc, sal_strerror(rc), again, tu_stats(h).ids_pending);
+    TU_OK(sal_write_begin(s));
+    for (uint32_t i = 0; i < again; i++)
+        TU_OK(sal_release(s, ids[i]));
+    TU_OK(sal_write_end(s));
+    free(ids);
+    tu_close_all(h, s);
+}
+
+static void full_table_by_provider(void **state) { full_table_reused_after_commit(*state, 4); }
+static void full_table_by_commit(void **state) { full_table_reused_after_commit(*state, 0); }
+
 /* Space of released (never committed) objects is reused: whole segments
  * whose objects all died go back to the pool, so rounds of allocating and
  * freeing several segments' worth do not grow the file. */
@@ -914,6 +960,8 @@ int main(int argc, char **argv)
         TU_TEST(ids_bounded_cross_session),
         TU_TEST(mass_release_by_provider),
         TU_TEST(mass_release_by_commit),
+        TU_TEST(full_table_by_provider),
+        TU_TEST(full_table_by_commit),
         TU_TEST(space_reused_after_release),
         TU_TEST(chain_10m),
         TU_TEST(chain_spine_and_fan),

@@ -332,6 +332,40 @@ static void recycle_waits_for_other_sections(void **state)
     pop_free(&p);
 }
 
+/* An object larger than every hole reuses no dead space: the sparse
+ * segments a session looks at for it are not counted as recycled
+ * (segments_recycled: "times a session took one of them and filled its
+ * holes"), and the file grows by the segment the object needs. */
+static void recycle_too_large_counts_nothing(void **state)
+{
+    tu_ctx *c = *state;
+    uint64_t rng = tu_seed() ^ 0xb16;
+    sal_options o = recycle_options();
+    sal_session *s;
+    sal_heap *h = create_heap(c->path, &o, &s);
+    population p = {0};
+    pop_alloc(s, &p, objects_for_segments(SEGS_FILLED), &rng);
+    pop_release(s, &p, 70, &rng);
+    wait_recyclable(h);
+    sal_heap_stats before = tu_stats(h);
+    assert_int_equal(before.segments_recycled, 0);
+    /* A whole segment: it fits no arena in use and no hole. */
+    sal_id big;
+    void *ptr;
+    TU_OK(sal_write_begin(s));
+    TU_OK(sal_alloc(s, sal_max_object_bytes(h), 0, 0, &big, &ptr));
+    TU_OK(sal_write_end(s));
+    sal_heap_stats after = tu_stats(h);
+    printf("  segments_recycled %" PRIu64 " -> %" PRIu64 " for one object of a segment\n",
+           before.segments_recycled, after.segments_recycled);
+    assert_null(s->holes);
+    assert_int_equal(after.segments_recycled, before.segments_recycled);
+    TU_OK(sal_release(s, big));
+    pop_verify(s, &p, "after the large object");
+    tu_close_all(h, s);
+    pop_free(&p);
+}
+
 /* A writer killed after a durable commit that holds reused holes: the
  * recovery (table locations in the same boot) gives back every object. */
 typedef struct kill_arg {
@@ -421,6 +455,7 @@ int main(int argc, char **argv)
         TU_TEST(recycle_reuses_dead_space),
         TU_TEST(recycle_cut_ends_reuse),
         TU_TEST(recycle_waits_for_other_sections),
+        TU_TEST(recycle_too_large_counts_nothing),
         TU_TEST(recycle_survives_a_kill),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -82,6 +82,8 @@ int sal_ids_refill(sal_session *s)
 {
     sal_heap *h = s->heap;
     sal_pending_ids_handover(s);
+    int moved = 0;
+again:
     /* Reuse before growing, so that the highest id stays bounded. */
     pthread_mutex_lock(&h->free_ids_lock);
     size_t n = h->free_ids.len < SAL_ID_BATCH ? h->free_ids.len : SAL_ID_BATCH;
@@ -98,8 +100,16 @@ int sal_ids_refill(sal_session *s)
 
     uint64_t start = atomic_load(&h->ids_high_water), end;
     do {
-        if (start >= h->max_objects)
-            return SAL_ENOIDS;
+        if (start >= h->max_objects) {
+            /* The table is full.  Ids whose commit was written may still
+             * wait for the background thread to move them: move them now,
+             * once, before saying so. */
+            if (moved)
+                return SAL_ENOIDS;
+            moved = 1;
+            sal_pending_ids_release(h, 0);
+            goto again;
+        }
         end = start + SAL_ID_BATCH;
         if (end > h->max_objects)
             end = h->max_objects;
@@ -140,6 +150,28 @@ void sal_session_arena_release(sal_session *s, int keep_partial)
     s->bump = s->arena_end = s->arena_start = NULL;
 }
 
+/* A new arena for `span` bytes for a session that holds none: dead space
+ * in sparse segments first, then a segment. */
+static int arena_take(sal_session *s, uint64_t span)
+{
+    sal_heap *h = s->heap;
+    for (;;) {
+        if (sal_recycle_take(s, span))
+            return 0;
+        uint64_t seg, used;
+        int err = sal_segment_take(h, &seg, &used);
+        if (err)
+            return err;
+        char *start = h->base + sal_segment_start(h, seg);
+        s->arena_segment = (int64_t)seg;
+        s->arena_start = s->bump = s->bump_at_cut = start + used;
+        s->arena_end = start + h->segment_bytes;
+        if ((uint64_t)(s->arena_end - s->bump) >= span)
+            return 0;
+        sal_session_arena_release(s, 0); /* a partial arena too short */
+    }
+}
+
 int sal_alloc_slow(sal_session *s, uint64_t span)
 {
     sal_heap *h = s->heap;
@@ -153,22 +185,43 @@ int sal_alloc_slow(sal_session *s, uint64_t span)
     if (s->arena_segment >= 0 && !s->holes && !s->park_arena && atomic_load(&h->small_folios) &&
         (uint64_t)(s->bump - s->bump_at_cut) >= h->segment_bytes / 2)
         atomic_store(&h->small_folios, 0);
-    sal_session_arena_release(s, s->park_arena);
+    if (s->arena_segment < 0 || s->holes) {
+        /* None, or a recycled one with no hole left that holds `span`. */
+        sal_session_arena_release(s, 0);
+        s->park_arena = 0;
+        return arena_take(s, span);
+    }
+    /* A plain arena is given up only once there is a new one: when none
+     * can be had (a full disk), the objects that still fit go on in it,
+     * parked or not. */
+    int64_t seg = s->arena_segment;
+    char *bump = s->bump, *end = s->arena_end, *start = s->arena_start, *at_cut = s->bump_at_cut;
+    int64_t skipped = s->arena_skipped;
+    int park = s->park_arena;
+    s->arena_segment = -1;
+    s->bump = s->arena_end = s->arena_start = NULL;
+    s->arena_skipped = 0;
     s->park_arena = 0;
-    /* Dead space in sparse segments first, then fresh segments. */
-    if (sal_recycle_take(s, span))
+    int err = arena_take(s, span);
+    char *seg_start = h->base + sal_segment_start(h, (uint64_t)seg);
+    if (!err) {
+        sal_segment_release_arena(h, (uint64_t)seg, (uint64_t)(bump - seg_start),
+                                  (bump - start) - skipped, park);
         return 0;
-    uint64_t seg, used;
-    int err = sal_segment_take(h, &seg, &used);
-    if (err)
-        return err;
-    char *start = h->base + sal_segment_start(h, seg);
-    s->arena_segment = (int64_t)seg;
-    s->arena_start = s->bump = s->bump_at_cut = start + used;
-    s->arena_end = start + h->segment_bytes;
-    if ((uint64_t)(s->arena_end - s->bump) < span)
-        return sal_alloc_slow(s, span); /* a partial arena too short */
-    return 0;
+    }
+    s->arena_segment = seg;
+    s->bump = bump;
+    s->arena_start = start;
+    s->bump_at_cut = at_cut;
+    s->arena_skipped = skipped;
+    /* A parked arena (large folios while small ones are wanted) is better
+     * than an error. */
+    s->arena_end = park ? seg_start + h->segment_bytes : end;
+    if ((uint64_t)(s->arena_end - s->bump) >= span)
+        return 0;
+    s->park_arena = park;
+    s->arena_end = end;
+    return err;
 }
 
 static int alloc_misuse(sal_session *s, uint64_t size, unsigned nrefs,

@@ -93,6 +93,7 @@ typedef struct sal_segment {
     /* recycle.c (guarded by seg_lock) */
     sal_hole *holes;              /* SEG_RECYCLABLE: its holes, in order */
     uint32_t nholes;
+    uint32_t hole_max;            /* the length of its longest hole */
     int sparse_queued;            /* in sparse_segs */
     uint64_t recycle_epoch;       /* section epoch when its holes were
                                      listed: reusable once every other

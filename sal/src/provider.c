@@ -388,12 +388,23 @@ int sal_segment_take(sal_heap *h, uint64_t *seg_out, uint64_t *start_used)
         return 0;
     }
     /* Nothing ready: prepare one here. */
-    atomic_fetch_add(&h->alloc_waits, 1);
     ready_return_stale_locked(h);
     reclaim_locked(h);
     err = segment_pick_best_locked(h, 0, &seg);
-    if (!err)
+    if (err && h->partial_len > 0) {
+        /* No segment to be had (a full disk, the reservation used up): a
+         * parked arena of the other folio size still has room. */
+        seg = h->partial_segs[--h->partial_len];
+        atomic_store(&h->segments[seg].state, SEG_ACTIVE);
+        *start_used = atomic_load(&h->segments[seg].used_bytes);
+        pthread_mutex_unlock(&h->seg_lock);
+        *seg_out = seg;
+        return 0;
+    }
+    if (!err) {
         segment_reset(&h->segments[seg], SEG_ACTIVE);
+        atomic_fetch_add(&h->alloc_waits, 1); /* (a failure is no wait) */
+    }
     pthread_cond_broadcast(&h->seg_cond);
     pthread_mutex_unlock(&h->seg_lock);
     if (err)
@@ -581,9 +592,12 @@ static void *provider_main(void *arg)
         if (ahead < h->max_objects &&
             (ahead + 1) * 8 > atomic_load(&h->table_ready_bytes)) {
             pthread_mutex_unlock(&h->seg_lock);
-            (void)sal_table_ensure(h, ahead);
+            int table_err = sal_table_ensure(h, ahead);
             pthread_mutex_lock(&h->seg_lock);
-            continue;
+            if (!table_err)
+                continue;
+            /* Out of space: try again after the pause below, as for a
+             * segment (going on at once spun a core on a full disk). */
         }
         provider_wait_locked(h, delay > 0 && h->ready_len < h->ready_target ? delay
                                                                            : 20000000ull);

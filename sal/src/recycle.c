@@ -201,6 +201,10 @@ int sal_recycle_sweep_one(sal_heap *h)
     }
     g->holes = holes.v;
     g->nholes = holes.len;
+    g->hole_max = 0;
+    for (uint32_t i = 0; i < holes.len; i++)
+        if (holes.v[i].end - holes.v[i].start > g->hole_max)
+            g->hole_max = holes.v[i].end - holes.v[i].start;
     /* Sections open now may still see the dead objects just listed. */
     g->recycle_epoch = atomic_fetch_add(&h->section_epoch, 1);
     atomic_store(&g->state, SEG_RECYCLABLE);
@@ -255,21 +259,31 @@ int sal_recycle_take(sal_session *s, uint64_t span)
     for (;;) {
         uint32_t seg = UINT32_MAX;
         pthread_mutex_lock(&h->seg_lock);
-        while (h->recyclable_len > 0) {
-            uint32_t cand = h->recyclable_segs[h->recyclable_len - 1];
+        int have_oldest = 0;
+        uint64_t oldest = 0;
+        for (size_t i = h->recyclable_len; i-- > 0;) {
+            uint32_t cand = h->recyclable_segs[i];
             sal_segment *g = &h->segments[cand];
             if (atomic_load(&g->protect_mark) != 0 || atomic_load(&g->live_bytes) <= 0) {
                 /* A cut covered it (no reuse), or everything in it died
                  * since the walk: it goes back to full, and from there to
                  * the free pool as a whole when empty. */
-                h->recyclable_len--;
+                h->recyclable_segs[i] = h->recyclable_segs[--h->recyclable_len];
                 sal_recycle_forget_locked(h, cand);
                 continue;
             }
-            uint64_t oldest = sal_oldest_section_epoch_except(h, s->section);
+            /* No hole holds `span`: left for smaller objects.  (Taken and
+             * given back, it was queued and swept again at once, and a
+             * session could go round with the provider many times.) */
+            if (g->hole_max < span)
+                continue;
+            if (!have_oldest) {
+                oldest = sal_oldest_section_epoch_except(h, s->section);
+                have_oldest = 1;
+            }
             if (oldest != 0 && oldest <= g->recycle_epoch)
-                break; /* another section may still see its dead objects */
-            h->recyclable_len--;
+                continue; /* another section may still see its dead objects */
+            h->recyclable_segs[i] = h->recyclable_segs[--h->recyclable_len];
             seg = cand;
             break;
         }
@@ -293,9 +307,10 @@ int sal_recycle_take(sal_session *s, uint64_t span)
         s->hole_next = 0;
         s->arena_start = s->bump = s->hole_start = s->arena_end = first;
         s->arena_skipped = 0;
-        atomic_fetch_add(&h->segments_recycled, 1);
-        if (sal_hole_advance(s, span))
+        if (sal_hole_advance(s, span)) {
+            atomic_fetch_add(&h->segments_recycled, 1);
             return 1;
+        }
         sal_session_arena_release(s, 0); /* no hole holds `span` */
     }
 }

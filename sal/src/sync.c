@@ -500,7 +500,8 @@ void sal_pending_ids_release(sal_heap *h, int by_provider)
     size_t len = h->pending_ids_len, cap = h->pending_ids_cap;
     h->pending_ids = NULL;
     h->pending_ids_len = h->pending_ids_cap = 0;
-    atomic_store(&h->pending_ids_moving, len);
+    /* Added, not stored: a session out of ids may move them too. */
+    atomic_fetch_add(&h->pending_ids_moving, len);
     pthread_mutex_unlock(&h->pending_lock);
 
     size_t keep = 0; /* entries not ready yet to the front */
@@ -543,7 +544,7 @@ void sal_pending_ids_release(sal_heap *h, int by_provider)
     }
 
     pthread_mutex_lock(&h->pending_lock);
-    atomic_store(&h->pending_ids_moving, 0);
+    atomic_fetch_sub(&h->pending_ids_moving, len - moved);
     sal_pending_id *spare = pending_put_back_locked(h, list, len - moved, cap);
     pthread_mutex_unlock(&h->pending_lock);
     free(spare);
@@ -554,6 +555,23 @@ void sal_pending_ids_handover(sal_session *s)
     sal_heap *h = s->heap;
     if (s->pending_ids.len == 0)
         return;
+    /* Ready already: the commit after their release was written while the
+     * session held them.  In the heap's list they would wait for the move
+     * after the next commit (and a full table would say SAL_ENOIDS). */
+    if (s->pending_cut < atomic_load(&h->commit_epoch)) {
+        size_t n = s->pending_ids.len;
+        pthread_mutex_lock(&h->free_ids_lock);
+        int err = sal_id_vec_reserve(&h->free_ids, n);
+        if (!err) {
+            memcpy(h->free_ids.ids + h->free_ids.len, s->pending_ids.ids, n * sizeof(sal_id));
+            h->free_ids.len += n;
+        }
+        pthread_mutex_unlock(&h->free_ids_lock);
+        if (!err) {
+            s->pending_ids.len = 0;
+            return;
+        }
+    }
     pthread_mutex_lock(&h->pending_lock);
     size_t need = h->pending_ids_len + s->pending_ids.len;
     if (need > h->pending_ids_cap) {
