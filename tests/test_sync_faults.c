@@ -798,44 +798,130 @@ static void failed_durable_slot_then_protect(void **state)
     EXPECT_STATE(got, out.ph[1].state, "killed after a failed durable and a good protect sync");
 }
 
+/* ---------------------------------------------------------------------
+ * A process killed with the power-cut model armed, then the next process
+ * of the same boot.  The child gets a child_arg: the heap and its shadow,
+ * a variant, and the pipe for its results.
+ * --------------------------------------------------------------------- */
+typedef struct child_arg {
+    const char *path, *shadow;
+    int variant;
+    int wfd;
+} child_arg;
+
+/* A new, empty heap at c->path and its shadow, the disk as it is now. */
+static void heap_and_shadow(tu_ctx *c, char *shadow, size_t cap)
+{
+    snprintf(shadow, cap, "%s/shadow", c->dir);
+    sal_options o = small_options();
+    sal_heap *h;
+    TU_OK(sal_heap_create(c->path, &o, &h));
+    TU_OK(sal_heap_close(h));
+    TU_OK(tu_copy_file(c->path, shadow));
+}
+
+/* The next process, same boot: the model armed again (the pages a failed
+ * write-back left clean are still lost), the heap opened with
+ * SAL_OPEN_RECOVER (its open writes a durable commit). */
+static sal_heap *next_process_open(tu_ctx *c, const char *shadow)
+{
+    TU_OK(sal_os_powercut_arm(shadow, -1));
+    sal_options o = small_options();
+    o.flags = SAL_OPEN_RECOVER;
+    sal_heap *h;
+    TU_OK(sal_heap_open(c->path, &o, &h));
+    return h;
+}
+
+/* The pages committed since the last durable commit, lost by a write-back
+ * the kernel started on its own (an async commit's). */
+static void wb_lose_since_durable(sal_heap *h)
+{
+    for (uint64_t i = 0; i < h->segments_high_water; i++) {
+        const sal_segment *g = &h->segments[i];
+        if (g->readonly_mark > g->durable_mark)
+            TU_OK(sal_os_powercut_lose(h->base + sal_segment_start(h, i) + g->durable_mark,
+                                       g->readonly_mark - g->durable_mark));
+    }
+}
+
+/* The child's start: the model armed, the heap opened with a session and
+ * a reader, changes committed durably (their state in *first).  0, or the
+ * step that failed, with its code in *rc. */
+static int child_start(const child_arg *a, uint64_t *rng, sal_heap **h, sal_session **s,
+                       sal_session **reader, cw_state *first, int *rc)
+{
+    sal_options o = small_options();
+    phase_out po;
+    if ((*rc = sal_os_powercut_arm(a->shadow, -1)))
+        return 1;
+    if ((*rc = sal_heap_open(a->path, &o, h)) || (*rc = sal_session_open(*h, s)) ||
+        (*rc = sal_reader_open(*h, reader)))
+        return 2;
+    if ((*rc = build(*s, rng, 30)) || do_sync(*h, *reader, SAL_SYNC_DURABLE, &po) ||
+        (*rc = po.rc))
+        return 3;
+    *first = po.state;
+    return 0;
+}
+
 /* A durable commit, a protect commit, a kill, a same-boot SAL_OPEN_RECOVER
  * open (whose own commit is durable), then a power loss with no page
  * written back beyond the durable flushes: the protect commit's state must
  * survive.  The open's durable commit once flushed nothing, taking the
  * opened volatile slot's bytes for durable ones.
  *
- * With `fail_durable`, a durable sync whose write-back fails comes before
- * the kill.  The page cache outlives the process, and so do the pages the
- * failure left clean without writing them (the model keeps them beside
- * the shadow): the failing process must have made them dirty again, or
- * the next process's durable commit skips them. */
-typedef struct pcb_arg { const char *path, *shadow; int fail_durable; int wfd; } pcb_arg;
-typedef struct pcb_out { int step, rc; cw_state a, p; } pcb_out;
+ * Variants: PCB_FAILED_DURABLE, a durable sync whose write-back fails
+ * comes before the kill; PCB_PROVIDER_ERROR, the commit is async, its
+ * write-back fails, and the error goes to a segment preparation's wait
+ * (the kernel reports it once, there).  The page cache outlives the
+ * process, and so do the pages the failure left clean without writing
+ * them (the model keeps them beside the shadow): the failing process must
+ * have made them dirty again, or the next process's durable commit skips
+ * them. */
+enum { PCB_PLAIN, PCB_FAILED_DURABLE, PCB_PROVIDER_ERROR };
+typedef struct pcb_out { int step, rc, fired; cw_state a, p; } pcb_out;
 
 static int pcb_child(void *argp)
 {
-    pcb_arg *a = argp;
+    child_arg *a = argp; /* variant: PCB_* */
     pcb_out out;
     memset(&out, 0, sizeof out);
-    sal_options o = small_options();
     sal_heap *h;
     sal_session *s, *reader;
     uint64_t rng = 4242;
     int rc;
-    if ((rc = sal_os_powercut_arm(a->shadow, -1))) { out.step = 1, out.rc = rc; goto send; }
-    if ((rc = sal_heap_open(a->path, &o, &h)) || (rc = sal_session_open(h, &s)) ||
-        (rc = sal_reader_open(h, &reader))) { out.step = 2, out.rc = rc; goto send; }
     phase_out po;
-    if ((rc = build(s, &rng, 30)) || do_sync(h, reader, SAL_SYNC_DURABLE, &po) || po.rc) {
-        out.step = 3, out.rc = rc ? rc : po.rc; goto send; }
-    out.a = po.state;
-    if ((rc = build(s, &rng, 30)) || do_sync(h, reader, SAL_SYNC_PROTECT, &po) || po.rc) {
+    if ((out.step = child_start(a, &rng, &h, &s, &reader, &out.a, &out.rc)))
+        goto send;
+    int mode = a->variant == PCB_PROVIDER_ERROR ? SAL_SYNC_ASYNC : SAL_SYNC_PROTECT;
+    if ((rc = build(s, &rng, 30)) || do_sync(h, reader, mode, &po) || po.rc) {
         out.step = 4, out.rc = rc ? rc : po.rc; goto send; }
     out.p = po.state;
-    if (a->fail_durable) {
+    if (a->variant == PCB_FAILED_DURABLE) {
         sal_os_fault_set(SAL_OS_SYNC_FILE_RANGE, EIO, 1, 1); /* the data's */
         if (do_sync(h, reader, SAL_SYNC_DURABLE, &po) || po.rc != EIO) {
             out.step = 5, out.rc = po.rc; goto send; }
+    } else if (a->variant == PCB_PROVIDER_ERROR) {
+        /* The async commit's write-back fails; a segment preparation's
+         * wait takes the error (no provider thread here: the session
+         * prepares its segments itself). */
+        wb_lose_since_durable(h);
+        sal_os_fault_set(SAL_OS_DROP_CACHE, EIO, 0, 1);
+        if ((rc = sal_write_begin(s))) { out.step = 6, out.rc = rc; goto send; }
+        for (int i = 0; i < 8000 && !atomic_load(&h->writeback_failed); i++) {
+            sal_id id;
+            void *p;
+            /* Small folios stay wanted (as under frequent commits, which
+             * the bulk-writing test of alloc.c counts from): a fresh
+             * segment's cache is then built after dropping what it held. */
+            atomic_store(&h->small_folios, 1);
+            s->bump_at_cut = s->bump;
+            if ((rc = sal_alloc(s, 4000, 0, 3, &id, &p))) { out.step = 7, out.rc = rc; goto send; }
+            memset(p, 0x5a, 4000);
+        }
+        out.fired = atomic_load(&h->writeback_failed) != 0;
+        if ((rc = sal_write_end(s))) { out.step = 8, out.rc = rc; goto send; }
     }
 send:
     if (write(a->wfd, &out, sizeof out) != (ssize_t)sizeof out)
@@ -843,26 +929,18 @@ send:
     return 0; /* killed: no close */
 }
 
-static void recovering_open_then_power_cut(tu_ctx *c, int fail_durable, const char *what)
+static void recovering_open_then_power_cut(tu_ctx *c, int variant, const char *what)
 {
     char shadow[600];
-    snprintf(shadow, sizeof shadow, "%s/shadow", c->dir);
-    sal_options o = small_options();
-    sal_heap *h;
-    TU_OK(sal_heap_create(c->path, &o, &h));
-    TU_OK(sal_heap_close(h));
-    TU_OK(tu_copy_file(c->path, shadow));
-
-    pcb_arg a = {c->path, shadow, fail_durable, -1};
+    heap_and_shadow(c, shadow, sizeof shadow);
+    child_arg a = {c->path, shadow, variant, -1};
     pcb_out out;
     run_child(pcb_child, &a, &a.wfd, &out, sizeof out);
     if (out.step) fail_msg("child step %d rc %d (%s)", out.step, out.rc, sal_strerror(out.rc));
+    if (variant == PCB_PROVIDER_ERROR && !out.fired)
+        fail_msg("no segment preparation took the error: the test proves nothing");
 
-    /* Same boot: recover (the open writes a durable commit of that state).
-     * Arming reads the pages still lost. */
-    TU_OK(sal_os_powercut_arm(shadow, -1));
-    o.flags = SAL_OPEN_RECOVER;
-    TU_OK(sal_heap_open(c->path, &o, &h));
+    sal_heap *h = next_process_open(c, shadow);
     sal_recovery_report rep;
     TU_OK(sal_heap_recovery_report(h, &rep));
     assert_int_equal(rep.recovered, 1);
@@ -885,13 +963,13 @@ static void recovering_open_then_power_cut(tu_ctx *c, int fail_durable, const ch
 static void powercut_after_recovering_open(void **state)
 {
     NEED_HOOKS();
-    recovering_open_then_power_cut(*state, 0, "power loss after a recovering open's durable commit");
+    recovering_open_then_power_cut(*state, PCB_PLAIN, "power loss after a recovering open's durable commit");
 }
 
 static void writeback_lost_pages_outlive_process(void **state)
 {
     NEED_HOOKS();
-    recovering_open_then_power_cut(*state, 1, "power loss after the next process's durable commit, "
+    recovering_open_then_power_cut(*state, PCB_FAILED_DURABLE, "power loss after the next process's durable commit, "
                                               "a failed write-back before the kill");
 }
 
@@ -1308,6 +1386,235 @@ static void writeback_table_lost_before_clean_close(void **state)
     EXPECT_STATE(st, w.retry, "table lost before a clean close");
 }
 
+/* A second write-back error, taken by the provider's wait (as the first
+ * error's tests do, by the flag), after a first one that a commit took and
+ * handled: the pages of an async commit made after the first error were
+ * written again before their flush was started, and that write-back
+ * failed.  The next durable commit must write them again (or fail), not
+ * say durable what the disk does not have.  With `during`, the provider's
+ * wait takes the error during that durable commit's flush. */
+static void wb_second_error(void *arg, int where)
+{
+    wb_hook *k = arg;
+    if (where == SAL_TEST_HOOK_FLUSH && !k->done) {
+        k->done = 1;
+        wb_lose_since_durable(k->w->h);
+        atomic_fetch_add(&k->w->h->writeback_failed, 1);
+    }
+}
+
+static void second_error_taken_by_provider(tu_ctx *c, int during, const char *what)
+{
+    NEED_HOOKS();
+    wb_ctx w;
+    wb_start(c, &w);
+    /* The first error, a commit's own: it fails, the retry succeeds. */
+    sal_os_fault_set(SAL_OS_SYNC_FILE_RANGE, EIO, 1, 1);
+    wb_fail_then_retry(&w);
+    /* Changes, an async commit (its write-back started). */
+    phase_out po;
+    TU_OK(build(w.s, &w.rng, 30));
+    assert_int_equal(do_sync(w.h, w.reader, SAL_SYNC_ASYNC, &po), 0);
+    TU_OK(po.rc);
+    wb_hook k = {&w, 0, 0};
+    if (during) {
+        TU_OK(sal_test_cut_hook(wb_second_error, &k));
+    } else {
+        /* Its write-back fails; the provider's wait takes the error. */
+        wb_lose_since_durable(w.h);
+        atomic_fetch_add(&w.h->writeback_failed, 1);
+    }
+    /* A durable commit: it may fail (EIO), then a retry must succeed. */
+    assert_int_equal(do_sync(w.h, w.reader, SAL_SYNC_DURABLE, &po), 0);
+    TU_OK(sal_test_cut_hook(NULL, NULL));
+    assert_true(!during || k.done);
+    if (po.rc == EIO)
+        assert_int_equal(do_sync(w.h, w.reader, SAL_SYNC_DURABLE, &po), 0);
+    TU_OK(po.rc);
+    w.retry = po.state;
+    wb_power_cut(c, &w, what);
+}
+
+static void writeback_second_error_taken_by_provider(void **state)
+{
+    second_error_taken_by_provider(*state, 0, "a second write-back error taken by the provider "
+                                              "between commits");
+}
+
+static void writeback_second_error_during_durable(void **state)
+{
+    second_error_taken_by_provider(*state, 1, "a second write-back error taken by the provider "
+                                              "during a durable commit");
+}
+
+static void writeback_error_taken_by_provider_then_kill(void **state)
+{
+    NEED_HOOKS();
+    recovering_open_then_power_cut(*state, PCB_PROVIDER_ERROR,
+                                   "an error taken by a segment preparation, a kill, the next "
+                                   "process's durable commit, a power cut");
+}
+
+/* A durable commit whose records flush fails: the pages of its segment
+ * table copy are clean and not on disk, and the process is killed.  The
+ * next process (same boot) finds the failed commit's records in that copy
+ * in the page cache; a commit of its own writes only the records that
+ * differ, so when they are the same the copy on disk stays stale, and
+ * that commit's slot is worth nothing after a power loss (open skips a
+ * slot whose copy does not match: back to the durable commit before).
+ * Here the failed commit changes nothing (its records equal the ones
+ * before it, which its copy did not hold), the next process swaps roots
+ * (no record changes) and commits durably twice: the second commit
+ * writes the same copy and must survive a power cut. */
+typedef struct rf_out { int step, rc; cw_state d0; } rf_out;
+
+static int rf_child(void *argp)
+{
+    child_arg *a = argp;
+    rf_out out;
+    memset(&out, 0, sizeof out);
+    sal_heap *h;
+    sal_session *s, *reader;
+    uint64_t rng = 99;
+    int rc;
+    phase_out po;
+    cw_state first;
+    if ((out.step = child_start(a, &rng, &h, &s, &reader, &first, &out.rc)))
+        goto send;
+    /* The session returns its arena: the records count its live bytes
+     * (as recovery will). */
+    if ((rc = build(s, &rng, 30)) || (rc = sal_session_close(s)) ||
+        do_sync(h, reader, SAL_SYNC_DURABLE, &po) || po.rc) {
+        out.step = 4, out.rc = rc ? rc : po.rc; goto send; }
+    out.d0 = po.state;
+    /* Nothing new; its records go to the copy two commits old. */
+    sal_os_fault_set(SAL_OS_MSYNC, EIO, 0, 1); /* the records' flush */
+    if (do_sync(h, reader, SAL_SYNC_DURABLE, &po) || po.rc != EIO) {
+        out.step = 5, out.rc = po.rc; goto send; }
+send:
+    if (write(a->wfd, &out, sizeof out) != (ssize_t)sizeof out)
+        return 3;
+    return 0; /* killed: no close */
+}
+
+/* Swap two non-empty, different roots of worker 0: no object dies, no
+ * record changes, the state does. */
+static unsigned swap_roots(sal_session *s, unsigned skip)
+{
+    sal_id id[CW_ROOTS_PER_THREAD];
+    unsigned r1 = CW_ROOTS_PER_THREAD, r2 = CW_ROOTS_PER_THREAD;
+    TU_OK(sal_write_begin(s));
+    for (unsigned r = 0; r < CW_ROOTS_PER_THREAD; r++) {
+        TU_OK(sal_root_get(s, r, &id[r]));
+        if (id[r] != SAL_NULL_ID && r >= skip && r1 == CW_ROOTS_PER_THREAD)
+            r1 = r;
+        else if (id[r] != SAL_NULL_ID && r1 < CW_ROOTS_PER_THREAD && r2 == CW_ROOTS_PER_THREAD &&
+                 id[r] != id[r1])
+            r2 = r;
+    }
+    assert_true(r2 < CW_ROOTS_PER_THREAD);
+    TU_OK(sal_root_set(s, r1, id[r2]));
+    TU_OK(sal_root_set(s, r2, id[r1]));
+    id[r1] = id[r2] = SAL_NULL_ID;
+    for (unsigned r = 0; r < CW_ROOTS_PER_THREAD; r++)
+        if (id[r] != SAL_NULL_ID)
+            TU_OK(sal_release(s, id[r]));
+    TU_OK(sal_write_end(s));
+    return r1;
+}
+
+static void writeback_records_lost_then_kill(void **state)
+{
+    NEED_HOOKS();
+    tu_ctx *c = *state;
+    char shadow[600];
+    heap_and_shadow(c, shadow, sizeof shadow);
+    child_arg a = {c->path, shadow, 0, -1};
+    rf_out out;
+    run_child(rf_child, &a, &a.wfd, &out, sizeof out);
+    if (out.step) fail_msg("child step %d rc %d (%s)", out.step, out.rc, sal_strerror(out.rc));
+
+    sal_heap *h = next_process_open(c, shadow);
+    sal_session *s, *reader;
+    TU_OK(sal_session_open(h, &s));
+    TU_OK(sal_reader_open(h, &reader));
+    phase_out p3, p4;
+    unsigned first = swap_roots(s, 0);
+    assert_int_equal(do_sync(h, reader, SAL_SYNC_DURABLE, &p3), 0);
+    TU_OK(p3.rc);
+    swap_roots(s, first + 1);
+    assert_int_equal(do_sync(h, reader, SAL_SYNC_DURABLE, &p4), 0);
+    TU_OK(p4.rc);
+    assert_false(cw_state_same(&p3.state, &p4.state));
+    size_t len;
+    uint8_t *img = power_cut_image(c->path, shadow, &len);
+    TU_OK(sal_session_close(reader));
+    TU_OK(sal_session_close(s));
+    TU_OK(sal_heap_close(h));
+    power_cut_write(c->path, img, len);
+    cw_state st;
+    look_at(c, 1, NULL, &st);
+    print_message("records lost, a kill, the next process: d0=%016" PRIx64 " p3=%016" PRIx64
+                  " p4=%016" PRIx64 " got=%016" PRIx64 "\n",
+                  out.d0.digest, p3.state.digest, p4.state.digest, st.digest);
+    EXPECT_STATE(st, p4.state, "a records flush failed, a kill, the next process's durable "
+                               "commits, a power cut");
+}
+
+/* A killed process allocated objects with fresh ids (above the committed
+ * high-water mark) and never committed them.  The next process takes
+ * fresh ids from the same mark; the ids of its block that it does not use
+ * must not keep the dead process's entries: after its clean close the
+ * table is trusted, and such an entry would be a live id nothing
+ * reaches, forever. */
+static int fi_child(void *argp)
+{
+    const char *path = argp;
+    sal_options o = small_options();
+    sal_heap *h;
+    sal_session *s;
+    if (sal_heap_open(path, &o, &h) || sal_session_open(h, &s) || sal_write_begin(s))
+        return 10;
+    for (int i = 0; i < 100; i++) {
+        sal_id id;
+        void *p;
+        if (sal_alloc(s, 32, 0, 1, &id, &p))
+            return 11;
+    }
+    if (sal_write_end(s))
+        return 12;
+    return 0; /* killed: no close, no commit */
+}
+
+static void fresh_ids_after_kill_not_leaked(void **state)
+{
+    tu_ctx *c = *state;
+    sal_options o = small_options();
+    sal_heap *h;
+    sal_session *s;
+    TU_OK(sal_heap_create(c->path, &o, &h));
+    TU_OK(sal_heap_close(h));
+    int status = tu_in_child(fi_child, (void *)c->path);
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    o.flags = SAL_OPEN_RECOVER;
+    TU_OK(sal_heap_open(c->path, &o, &h));
+    TU_OK(sal_session_open(h, &s));
+    sal_id id;
+    void *p;
+    TU_OK(sal_write_begin(s));
+    TU_OK(sal_alloc(s, 32, 0, 1, &id, &p));
+    TU_OK(sal_root_set(s, 0, id));
+    TU_OK(sal_write_end(s));
+    TU_OK(sal_session_close(s));
+    TU_OK(sal_heap_close(h));
+    o.flags = 0;
+    TU_OK(sal_heap_open(c->path, &o, &h));
+    sal_heap_stats st = tu_stats(h);
+    TU_OK(sal_heap_close(h));
+    if (st.live_objects != 1)
+        fail_msg("after a clean reopen: %" PRIu64 " live ids, 1 object reachable", st.live_objects);
+}
+
 int main(int argc, char **argv)
 {
     tu_init(argc, argv);
@@ -1332,6 +1639,11 @@ int main(int argc, char **argv)
         FAULT_TEST(writeback_error_taken_by_provider),
         FAULT_TEST(writeback_lost_pages_outlive_process),
         FAULT_TEST(writeback_table_lost_before_clean_close),
+        FAULT_TEST(writeback_second_error_taken_by_provider),
+        FAULT_TEST(writeback_second_error_during_durable),
+        FAULT_TEST(writeback_error_taken_by_provider_then_kill),
+        FAULT_TEST(writeback_records_lost_then_kill),
+        FAULT_TEST(fresh_ids_after_kill_not_leaked),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

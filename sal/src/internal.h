@@ -226,6 +226,9 @@ struct sal_heap {
     int provider_error;                /* last preparation failure (errno) */
     int commit_in_flight;              /* between a cut and its commit's end:
                                           no segment is reclaimed */
+    int rewrites_in_flight;            /* the same, while a rewrite after a
+                                          write-back error writes what it
+                                          listed (sync.c) */
     uint64_t last_take_ns;             /* CLOCK_MONOTONIC when a session
                                           last took a ready segment */
     _Atomic uint64_t alloc_waits;
@@ -238,12 +241,13 @@ struct sal_heap {
      * the disk does not have them, and reports the error once: a later
      * flush would skip them and a later commit claim them durable.  From
      * then on every commit writes what it commits through the file again
-     * before flushing it (sync.c, "Write-back errors").  Set by anyone,
-     * for the life of the heap handle. */
+     * before flushing it (sync.c, "Write-back errors").  Counts the
+     * errors (0: none), by anyone, for the life of the heap handle: each
+     * one may have left other pages clean. */
     _Atomic int writeback_failed;
-    int writeback_redirtied;           /* since it was set, everything
+    int writeback_redirtied;           /* the count at which everything
                                           committed and not durable was
-                                          written again (sync_lock) */
+                                          last written again (sync_lock) */
     _Atomic int writeback_waits;       /* the provider's write-back
                                           waits in progress: a commit
                                           waits for their verdict */
@@ -443,6 +447,8 @@ uint64_t sal_now_unix_ns(void);
 /* Cut, flush per mode, write the next commit slot.  Caller holds
  * sync_lock.  clean = 1 only at close. */
 int sal_commit(sal_heap *h, int mode, int clean, sal_id *roots_out);
+/* A write-back wait outside a commit (the provider's) took an error. */
+void sal_writeback_error_taken(sal_heap *h);
 /* Move the ids whose commit has been written to the free pool, in chunks
  * (by_provider: pausing between them while a commit runs). */
 void sal_pending_ids_release(sal_heap *h, int by_provider);

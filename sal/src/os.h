@@ -29,6 +29,7 @@ typedef enum sal_os_op {
     SAL_OS_SYNC_FILE_RANGE,
     SAL_OS_FSYNC,
     SAL_OS_PWRITE, /* sal_os_rewrite */
+    SAL_OS_DROP_CACHE, /* the write-back wait of sal_os_drop_cache */
     SAL_OS_OP_COUNT
 } sal_os_op;
 

@@ -238,10 +238,10 @@ void sal_segment_prepare(sal_heap *h, uint64_t seg, int by_provider)
             wait_for_commit(h, by_provider);
             /* Its wait may take a write-back error that concerns a
              * commit's pages (the kernel reports each once per file):
-             * the flag makes commits write theirs again (sync.c). */
+             * they are written again at once (sync.c). */
             atomic_fetch_add(&h->writeback_waits, 1);
             if (sal_os_drop_cache(h->fd, addr + off, start + off, len))
-                atomic_store(&h->writeback_failed, 1);
+                sal_writeback_error_taken(h);
             atomic_fetch_sub(&h->writeback_waits, 1);
         }
         for (uint64_t o = off; o < off + len; o += step) {
@@ -273,7 +273,7 @@ static void reclaim_locked(sal_heap *h)
      * that a reset of a reused segment must not meet.  (The power-cut
      * harness found a segment reused during a flush that got the durable
      * mark of its previous life; the next durable commit skipped it.) */
-    if (h->pending_len == 0 || h->commit_in_flight)
+    if (h->pending_len == 0 || h->commit_in_flight || h->rewrites_in_flight)
         return;
     uint64_t oldest = sal_oldest_section_epoch(h);
     size_t kept = 0;

@@ -365,20 +365,25 @@ static int write_records(sal_heap *h, cut *c, unsigned target, range *range_out)
  * the page's contents in the cache but marks it clean, and reports the
  * error once, to the first wait on the file that comes: a retried sync
  * would flush nothing of that page and succeed, a commit said durable
- * whose bytes are not on the disk.  So an error from any write-back wait
- * (a commit's, or the provider's) sets h->writeback_failed for the life of
- * the handle, and from then on
- *  - everything committed and not yet durable is written again through the
- *    file (sal_os_rewrite: its pages are dirty again): at once when a
- *    commit's own flush fails, else at the start of the next commit;
- *  - every commit writes again what it makes read-only, before flushing:
- *    a page cleaned before it was committed is on no list;
- *  - the segment records are written whole (write_records), and a clean
- *    close writes the object table again before flushing it.
+ * whose bytes are not on the disk.  So every error of a write-back wait
+ * (a commit's, or the provider's) is counted in h->writeback_failed, and
+ *  - at once, everything committed and not yet durable is written again
+ *    through the file (sal_os_rewrite: its pages are dirty again), and the
+ *    segment-table copy of a commit that failed: the process may end
+ *    before its next commit, and the next process never hears of the
+ *    error;
+ *  - from then on, for the life of the handle, every commit writes again
+ *    what it makes read-only, before flushing (a page cleaned before it
+ *    was committed is on no list), writes its segment records whole
+ *    (write_records), and a clean close writes the object table again;
+ *  - a durable commit during which an error is counted fails with EIO:
+ *    the error may concern the pages it flushed.
  * Writing a range over itself races with no store: committed ranges are
- * read-only, the records and the table (at close) belong to the committing
- * thread.  A process that opens the heap later in the same boot finds the
- * pages dirty, or the error of a new failure unreported.
+ * read-only (rewrites_in_flight, like a commit in flight, holds back the
+ * reset of a segment for reuse), the records and the table (at close)
+ * belong to the committing thread.  A process that opens the heap later
+ * in the same boot finds the pages dirty, or the error of a new failure
+ * unreported.
  */
 static int rewrite_range(sal_heap *h, uint64_t offset, uint64_t length)
 {
@@ -389,12 +394,14 @@ static int rewrite_range(sal_heap *h, uint64_t offset, uint64_t length)
  * segment's durable mark to its read-only mark (after an open from a
  * volatile commit, every committed byte: the next durable commit flushes
  * all of it anyway).  The ranges are listed under seg_lock and written
- * outside it, which holds no session back: called inside a commit, whose
- * commit_in_flight keeps every segment from being reset for reuse (a
- * reset one would have both marks 0), so they stay read-only. */
+ * outside it, which holds no session back: rewrites_in_flight (like a
+ * commit's commit_in_flight) keeps every segment from being reset for
+ * reuse meanwhile (a reset one would have both marks 0), so they stay
+ * read-only, also when the provider calls it outside a commit. */
 static int rewrite_since_durable(sal_heap *h)
 {
     pthread_mutex_lock(&h->seg_lock);
+    h->rewrites_in_flight++;
     uint64_t n = h->segments_high_water;
     range *todo = malloc((n ? n : 1) * sizeof *todo);
     size_t ntodo = 0;
@@ -405,23 +412,28 @@ static int rewrite_since_durable(sal_heap *h)
                                     g->readonly_mark - g->durable_mark};
     }
     pthread_mutex_unlock(&h->seg_lock);
-    if (!todo)
-        return SAL_ENOMEM;
-    int err = 0;
+    int err = todo ? 0 : SAL_ENOMEM;
     for (size_t i = 0; i < ntodo && !err; i++)
         err = rewrite_range(h, todo[i].offset, todo[i].length);
     free(todo);
+    pthread_mutex_lock(&h->seg_lock);
+    h->rewrites_in_flight--;
+    pthread_mutex_unlock(&h->seg_lock);
     return err;
 }
 
 /* After a commit's protect step, before its flush. */
 static int rewrite_before_flush(sal_heap *h, const cut *c)
 {
-    if (!atomic_load(&h->writeback_failed))
+    /* The errors counted before the rewrite: one that comes during it may
+     * concern pages it already wrote, and the next commit writes again. */
+    int failed = atomic_load(&h->writeback_failed);
+    if (!failed)
         return 0;
-    if (!h->writeback_redirtied) {
+    if (h->writeback_redirtied != failed) {
         int err = rewrite_since_durable(h); /* covers this commit's ranges */
-        h->writeback_redirtied = err == 0;
+        if (!err)
+            h->writeback_redirtied = failed;
         return err;
     }
     for (size_t i = 0; i < c->nprotect; i++) {
@@ -432,11 +444,31 @@ static int rewrite_before_flush(sal_heap *h, const cut *c)
     return 0;
 }
 
-/* A write-back wait of this commit failed with `err`. */
-static void writeback_failed(sal_heap *h)
+/* A write-back wait of this commit failed.  Its segment-table copy
+ * (`copy`, its bytes) is written again too: its pages may be among those
+ * left clean, and if the process ends before the next commit, the next
+ * process finds the records in the page cache, writes only those that
+ * differ, and its commit's copy on the disk may not match its slot. */
+static void writeback_failed(sal_heap *h, uint64_t copy, uint64_t bytes)
 {
-    atomic_store(&h->writeback_failed, 1);
-    h->writeback_redirtied = rewrite_since_durable(h) == 0;
+    int failed = atomic_fetch_add(&h->writeback_failed, 1) + 1;
+    int err = rewrite_since_durable(h);
+    if (!err)
+        err = rewrite_range(h, copy, bytes);
+    if (!err)
+        h->writeback_redirtied = failed;
+}
+
+/* A wait outside a commit took a write-back error.  The pages it left
+ * clean are written again now, not at the next commit: the process may
+ * end before that, and the next process to open the heap would never
+ * hear of the error (the kernel reported it once, here).  The next commit
+ * writes them again too (the count changed; writeback_redirtied belongs
+ * to sync_lock). */
+void sal_writeback_error_taken(sal_heap *h)
+{
+    atomic_fetch_add(&h->writeback_failed, 1);
+    (void)rewrite_since_durable(h);
 }
 
 /* Ids moved to the shared pool per hold of its lock.  Sessions refill
@@ -598,13 +630,14 @@ void sal_pending_ids_handover(sal_session *s)
 int sal_commit(sal_heap *h, int mode, int clean, sal_id *roots_out)
 {
     cut c;
+    uint64_t copy = 0, copy_bytes = 0; /* the segment-table copy written */
     /* The provider pauses its preparations meanwhile (provider.c). */
     atomic_store(&h->commit_running, 1);
     int err = cut_take(h, &c, mode, roots_out);
     if (err)
         goto done;
-    /* The write-back flag as it was before this commit's flushes: if a
-     * wait of the provider's sets it meanwhile, the error may concern
+    /* The write-back errors counted before this commit's flushes: if a
+     * wait of the provider's counts one meanwhile, the error may concern
      * pages these flushes count on. */
     int failed_before = atomic_load(&h->writeback_failed);
     cut_hook_run(SAL_TEST_HOOK_FLUSH);
@@ -630,6 +663,8 @@ int sal_commit(sal_heap *h, int mode, int clean, sal_id *roots_out)
     range records;
     if ((err = write_records(h, &c, target, &records)))
         goto done;
+    copy = h->sb.segtab_offset + target * h->sb.segtab_bytes;
+    copy_bytes = c.slot.segments_high_water * sizeof(sal_segment_record);
     /* (Mutants for testing the crash harnesses: SKIP_FLUSH never writes
      * the data, SLOT_FIRST writes it only after the slot.) */
 #if !defined(SAL_MUTANT_SKIP_FLUSH) && !defined(SAL_MUTANT_SLOT_FIRST)
@@ -660,12 +695,13 @@ int sal_commit(sal_heap *h, int mode, int clean, sal_id *roots_out)
         if ((err = sal_os_msync(h->base + h->table_offset, table_bytes, 1)))
             goto flush_failed;
     }
-    if (mode == SAL_SYNC_DURABLE && !failed_before) {
+    if (mode == SAL_SYNC_DURABLE) {
         /* A wait of the provider's may have taken the error these flushes
-         * should have seen: its verdict first. */
+         * should have seen: its verdict first.  Any error counted since
+         * the cut, the first or a later one. */
         while (atomic_load(&h->writeback_waits))
             nanosleep(&(struct timespec){0, 50000}, NULL);
-        if (atomic_load(&h->writeback_failed)) {
+        if (atomic_load(&h->writeback_failed) != failed_before) {
             err = EIO;
             goto flush_failed;
         }
@@ -714,7 +750,7 @@ int sal_commit(sal_heap *h, int mode, int clean, sal_id *roots_out)
     }
     goto done;
 flush_failed:
-    writeback_failed(h);
+    writeback_failed(h, copy, copy_bytes);
 done:
     atomic_store(&h->commit_running, 0);
     /* Segments may be reclaimed again (provider.c, reclaim_locked). */
