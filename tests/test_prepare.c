@@ -173,9 +173,10 @@ static void small_commit_lands_in_written_segment(void **state)
     printf("  the new object is in segment %" PRIu64
            " (held bulk data: %d, blocks written: %d, folios %d)\n",
            seg, held_bulk[seg], written, h->segments[seg].folios);
-    /* Not one of the segments prepared ahead and never used (their
-     * blocks become written only when their cache is written back). */
-    assert_int_equal(held_bulk[seg], 1);
+    /* Not one of the segments prepared ahead and never used, whose
+     * blocks are unwritten until their cache is written back: a bulk
+     * segment, or one whose zeros the kernel happened to write back
+     * meanwhile (seen under load; its blocks are as good). */
     assert_int_equal(written, 1);
     assert_int_equal(h->segments[seg].folios, 1);
     TU_OK(sal_sync(h, SAL_SYNC_DURABLE));
