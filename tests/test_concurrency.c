@@ -1186,10 +1186,12 @@ static void held_ids_by_commit(void **state) { held_ids_check(*state, 0); }
  * then closes its session (which hands its held-back ids to the heap).
  * The commit waits in the hook for that, at most `wait_ms`: inside the
  * cut the release may wait for the cut's locks, and must not hold the cut
- * up for ever. */
+ * up for ever.  With `act` set, the thread does that instead of the
+ * release (its result is the cue's err). */
 typedef struct cue {
     sal_heap *heap;
     sal_id victim;
+    int (*act)(struct cue *q, sal_session *s);
     int where;
     long wait_ms;
     pthread_t thread;
@@ -1211,7 +1213,7 @@ static void *cue_releaser(void *arg)
     int go = q->go;
     pthread_mutex_unlock(&q->mu);
     if (!err && go)
-        err = sal_release(s, q->victim);
+        err = q->act ? q->act(q, s) : sal_release(s, q->victim);
     if (s) {
         int cerr = sal_session_close(s);
         if (!err)
@@ -1275,15 +1277,16 @@ static int cue_start(cue *q, sal_heap *h, sal_id victim, int where, long wait_ms
     return hook;
 }
 
-/* After the commit: the hook removed, the release done, once. */
-static void cue_finish(cue *q)
+/* After the commit: the hook removed, the release (or act) done, once;
+ * its result. */
+static int cue_finish(cue *q)
 {
     TU_OK(sal_test_cut_hook(NULL, NULL));
     pthread_join(q->thread, NULL);
-    TU_OK(q->err);
     assert_int_equal(q->hooked, 1);
     pthread_mutex_destroy(&q->mu);
     pthread_cond_destroy(&q->cv);
+    return q->err;
 }
 
 /* ---------------------------------------------------------------------
@@ -1335,7 +1338,7 @@ static void emptied_during_cut(void **state)
     TU_OK(hook);
     uint64_t cut = atomic_load(&h->commit_epoch) + 1;
     TU_OK(sal_sync(h, SAL_SYNC_PROTECT)); /* commit `cut`: the race inside */
-    cue_finish(&q);
+    TU_OK(cue_finish(&q));
     assert_int_equal(atomic_load(&h->commit_epoch), cut);
 
     /* Commit `cut` listed the segment: it stays out of use until the next
@@ -1526,7 +1529,7 @@ static void released_during_flush(void **state)
     }
     uint64_t cut = atomic_load(&h->commit_epoch) + 1;
     TU_OK(sal_sync(h, SAL_SYNC_PROTECT)); /* released during its flush */
-    cue_finish(&q);
+    TU_OK(cue_finish(&q));
     assert_int_equal(atomic_load(&h->commit_epoch), cut);
 
     /* Commit `cut` is written; its state has the victim: held back. */
@@ -1540,6 +1543,66 @@ static void released_during_flush(void **state)
     assert_int_equal(tu_stats(h).ids_pending, 0);
     assert_true(index_handed_out(h, tu_index(victim)));
     TU_OK(sal_heap_close(h));
+}
+
+/* The reservation's last free segment emptied, a commit in flight (which
+ * holds back the reuse of emptied segments until it ends), and another
+ * thread needs a segment: it must wait for the commit's end, not fail
+ * with SAL_EFULL while the segment is one moment from reusable. */
+static int alloc_segment_on_cue(cue *q, sal_session *s)
+{
+    sal_id id;
+    void *p;
+    int err = sal_write_begin(s);
+    if (!err)
+        err = sal_alloc(s, sal_max_object_bytes(q->heap), 0, 0, &id, &p);
+    if (!err)
+        q->victim = id; /* for the caller to release */
+    int end = sal_write_end(s);
+    return err ? err : end;
+}
+
+static void segment_wanted_during_flush(void **state)
+{
+    tu_ctx *c = *state;
+    sal_options o = tu_small_options();
+    o.ready_segments = 0;
+    /* Where the data start, from a first heap: then a reservation of
+     * exactly two segments. */
+    sal_heap *h;
+    TU_OK(sal_heap_create(c->path, &o, &h));
+    sal_heap_stats g = tu_stats(h);
+    TU_OK(sal_heap_close(h));
+    unlink(c->path);
+    o.reserve_bytes = g.reserve_bytes - g.segments_total * g.segment_bytes + 2 * g.segment_bytes;
+    sal_session *s;
+    h = tu_create_with(c, &o, &s);
+    assert_int_equal(tu_stats(h).segments_total, 2);
+    sal_id x, y;
+    void *p;
+    TU_OK(sal_write_begin(s));
+    TU_OK(sal_alloc(s, sal_max_object_bytes(h), 0, 0, &x, &p)); /* a segment each */
+    TU_OK(sal_alloc(s, sal_max_object_bytes(h), 0, 0, &y, &p));
+    TU_OK(sal_write_end(s));
+    TU_OK(sal_sync(h, SAL_SYNC_PROTECT)); /* both committed */
+    TU_OK(sal_release(s, x)); /* its segment empties: reusable after the next commit */
+
+    cue q;
+    int hook = cue_start(&q, h, SAL_NULL_ID, SAL_TEST_HOOK_FLUSH, 200);
+    if (hook == ENOSYS) {
+        tu_close_all(h, s);
+        skip(); /* a build without test hooks */
+    }
+    q.act = alloc_segment_on_cue;
+    TU_OK(sal_sync(h, SAL_SYNC_PROTECT)); /* the allocation comes in its flush */
+    int err = cue_finish(&q);
+    if (err)
+        fail_msg("a segment wanted while a commit was in flight, the other one emptied "
+                 "before it: %d (%s)",
+                 err, sal_strerror(err));
+    TU_OK(sal_release(s, q.victim));
+    TU_OK(sal_release(s, y));
+    tu_close_all(h, s);
 }
 
 int main(int argc, char **argv)
@@ -1556,6 +1619,7 @@ int main(int argc, char **argv)
         TU_TEST(emptied_during_cut),
         TU_TEST(root_get_vs_in_place_writer),
         TU_TEST(released_during_flush),
+        TU_TEST(segment_wanted_during_flush),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

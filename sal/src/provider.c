@@ -391,6 +391,17 @@ int sal_segment_take(sal_heap *h, uint64_t *seg_out, uint64_t *start_used)
     ready_return_stale_locked(h);
     reclaim_locked(h);
     err = segment_pick_best_locked(h, 0, &seg);
+    if (err && h->pending_len > 0 && (h->commit_in_flight || h->rewrites_in_flight)) {
+        /* Nothing to be had while a commit (or a rewrite) in flight holds
+         * back the reuse of emptied segments: an error now would be
+         * spurious, gone when it ends.  Its end is waited for, once.  No
+         * deadlock with a session's write section: a commit is in flight
+         * only after its cut, which no longer waits for writers. */
+        while (h->commit_in_flight || h->rewrites_in_flight)
+            pthread_cond_wait(&h->seg_cond, &h->seg_lock);
+        reclaim_locked(h);
+        err = segment_pick_best_locked(h, 0, &seg);
+    }
     if (err && h->partial_len > 0) {
         /* No segment to be had (a full disk, the reservation used up): a
          * parked arena of the other folio size still has room. */

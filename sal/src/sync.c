@@ -418,6 +418,7 @@ static int rewrite_since_durable(sal_heap *h)
     free(todo);
     pthread_mutex_lock(&h->seg_lock);
     h->rewrites_in_flight--;
+    pthread_cond_broadcast(&h->seg_cond);
     pthread_mutex_unlock(&h->seg_lock);
     return err;
 }
@@ -756,6 +757,7 @@ done:
     /* Segments may be reclaimed again (provider.c, reclaim_locked). */
     pthread_mutex_lock(&h->seg_lock);
     h->commit_in_flight = 0;
+    pthread_cond_broadcast(&h->seg_cond); /* sessions waiting for its end */
     pthread_mutex_unlock(&h->seg_lock);
     cut_free(&c);
     return err;
