@@ -695,6 +695,43 @@ static void full_table_reused_after_commit(tu_ctx *c, unsigned ready_segments)
 static void full_table_by_provider(void **state) { full_table_reused_after_commit(*state, 4); }
 static void full_table_by_commit(void **state) { full_table_reused_after_commit(*state, 0); }
 
+/* The last block of fresh ids of the largest table ends at index 2^32:
+ * a session that closes with ids of it unused gives them back to the
+ * pool (they once wrapped to an empty block and stayed lost until the
+ * next open).  The high-water mark is moved near the end by hand: four
+ * billion allocations are not a test. */
+static void last_id_block_given_back(void **state)
+{
+    tu_ctx *c = *state;
+    sal_options o = tu_small_options();
+    o.ready_segments = 0;
+    o.max_objects = SAL_MAX_OBJECTS_LIMIT;
+    o.reserve_bytes = 40ull << 30; /* the table's 32 GiB, sparse, and data */
+    sal_session *s;
+    sal_heap *h = tu_create_with(c, &o, &s);
+    atomic_store(&h->ids_high_water, h->max_objects - 10);
+    sal_id ids[5];
+    void *p;
+    TU_OK(sal_write_begin(s));
+    for (int i = 0; i < 5; i++)
+        TU_OK(sal_alloc(s, 16, 0, 0, &ids[i], &p));
+    TU_OK(sal_write_end(s));
+    assert_int_equal(tu_index(ids[4]), h->max_objects - 6);
+    TU_OK(sal_session_close(s)); /* the other 5 of its block go to the pool */
+    pthread_mutex_lock(&h->free_ids_lock);
+    size_t pooled = h->free_ids.len;
+    pthread_mutex_unlock(&h->free_ids_lock);
+    if (pooled != 5)
+        fail_msg("%zu ids in the pool after a session closed with 5 of the last block unused",
+                 pooled);
+    TU_OK(sal_session_open(h, &s));
+    TU_OK(sal_write_begin(s));
+    for (int i = 0; i < 5; i++)
+        TU_OK(sal_release(s, ids[i]));
+    TU_OK(sal_write_end(s));
+    tu_close_all(h, s);
+}
+
 /* Space of released (never committed) objects is reused: whole segments
  * whose objects all died go back to the pool, so rounds of allocating and
  * freeing several segments' worth do not grow the file. */
@@ -962,6 +999,7 @@ int main(int argc, char **argv)
         TU_TEST(mass_release_by_commit),
         TU_TEST(full_table_by_provider),
         TU_TEST(full_table_by_commit),
+        TU_TEST(last_id_block_given_back),
         TU_TEST(space_reused_after_release),
         TU_TEST(chain_10m),
         TU_TEST(chain_spine_and_fan),

@@ -45,8 +45,8 @@ void sal_session_flush_ids(sal_session *s)
     pool_push_locked(h, s->free_ids, s->free_len);
     /* Unused fresh ids go back too: the next id for a never-used entry
      * has generation 0. */
-    for (uint32_t i = s->id_next; i < s->id_end; i++)
-        if (sal_id_vec_push(&h->free_ids, sal_id_make(i, 0)) != 0)
+    for (uint64_t i = s->id_next; i < s->id_end; i++)
+        if (sal_id_vec_push(&h->free_ids, sal_id_make((uint32_t)i, 0)) != 0)
             break;
     pthread_mutex_unlock(&h->free_ids_lock);
     s->free_len = 0;
@@ -124,8 +124,8 @@ again:
      * session leaves unused is counted free once the mark covers it. */
     for (uint64_t i = start; i < end; i++)
         atomic_store_explicit(&h->table[i], 0, memory_order_relaxed);
-    s->id_next = (uint32_t)start;
-    s->id_end = (uint32_t)end;
+    s->id_next = start;
+    s->id_end = end;
     return 0;
 }
 
@@ -265,7 +265,7 @@ alloc_raw(sal_session *s, uint64_t size, unsigned nrefs, unsigned type, sal_id *
     if (__builtin_expect(from_stack, 1))
         id = s->free_ids[--s->free_len];
     else
-        id = sal_id_make(s->id_next++, 0);
+        id = sal_id_make((uint32_t)s->id_next++, 0);
     /* Then the space, from the bump arena.  (Free lists of dead blocks by
      * size were tried and measured: with random sizes the reused blocks
      * are scattered and cold, and filling after a mass free was 5-8x

@@ -131,7 +131,8 @@ struct sal_session {
     /* --- hot: the allocation fast path touches only these --- */
     char *bump;                  /* next free byte of the arena */
     char *arena_end;             /* end of the arena */
-    uint32_t id_next, id_end;    /* fresh ids [id_next, id_end) */
+    uint64_t id_next, id_end;    /* fresh ids [id_next, id_end) (64 bits:
+                                    the last block ends at 2^32) */
     uint32_t write_token;        /* nonzero inside a write section */
     uint32_t birth_epoch;        /* commit epoch stamped on new objects */
     sal_id *free_ids;            /* private stack of reusable ids */
