@@ -22,6 +22,10 @@
  * root_get_vs_in_place_writer  a root got while its writer replaces it and
  *             writes the old object in place: no reader holds what is
  *             written.
+ * root_get_vs_writable_parent  the same race seen from the writer: the
+ *             object sal_write() granted in place stays writable for
+ *             sal_write_child() and sal_set_child() while readers get the
+ *             root it used to be.
  *
  * Sanitizer builds run fewer objects per thread (SAL_TEST_SCALE=1 restores
  * the full numbers).
@@ -1476,6 +1480,125 @@ static void root_get_vs_in_place_writer(void **state)
 }
 
 /* ---------------------------------------------------------------------
+ * root_get_vs_writable_parent
+ *
+ * The writer of root_get_vs_in_place_writer, going on as the manual says:
+ * the object sal_write() granted in place is "writable in this section",
+ * which is what sal_write_child() and sal_set_child() ask of a parent.  A
+ * reader's sal_root_get() that read the old root may land its count on the
+ * object after the grant and give it back at once (the object is no longer
+ * the root); the writer must not take that instant for a share and answer
+ * SAL_ENOTWRITABLE.
+ * --------------------------------------------------------------------- */
+#define WP_READERS 3
+
+typedef struct wp_ctx {
+    sal_heap *heap;
+    _Atomic int stop, reading;
+    _Atomic uint64_t gets;
+    uint64_t seed, in_place, checks, refused;
+    int err;
+} wp_ctx;
+
+static void *wp_reader(void *arg)
+{
+    wp_ctx *x = arg;
+    sal_session *r;
+    int err = sal_reader_open(x->heap, &r);
+    atomic_store(&x->reading, 1); /* the writer waits for it */
+    if (err)
+        return NULL;
+    while (!atomic_load(&x->stop)) {
+        sal_id id;
+        if (sal_root_get(r, 0, &id) == 0 && id != SAL_NULL_ID) {
+            atomic_fetch_add(&x->gets, 1);
+            (void)sal_release(r, id);
+        }
+    }
+    (void)sal_session_close(r);
+    return NULL;
+}
+
+static void *wp_writer(void *arg)
+{
+    wp_ctx *x = arg;
+    sal_session *s = NULL;
+    uint64_t rng = x->seed;
+    int err = sal_session_open(x->heap, &s);
+    while (!atomic_load(&x->reading))
+        sched_yield();
+    uint64_t n = tu_scaled(5000, 4), most = 200 * n;
+    for (uint64_t k = 1; !err && !x->refused && k <= most &&
+                         (x->in_place < n || atomic_load(&x->gets) < 1000);
+         k++) {
+        sal_id id, w, kid, got;
+        void *p, *kp;
+        if ((err = sal_write_begin(s)) || (err = sal_alloc(s, 16, 1, 0, &id, &p)) ||
+            (err = sal_alloc(s, 8, 0, 0, &kid, &kp)) || (err = sal_set_child(s, id, 0, kid)))
+            break;
+        if ((err = sal_retain(s, id)) || (err = sal_root_set(s, 0, id)))
+            break;
+        if (tu_rand_below(&rng, 4) == 0)
+            sched_yield();
+        if ((err = sal_root_set(s, 0, SAL_NULL_ID))) /* ours is the only count */
+            break;
+        w = id;
+        if ((err = sal_write(s, &w, &p)))
+            break;
+        if (w == id) {
+            /* Granted in place: writable in this section. */
+            x->in_place++;
+            for (int i = 0; i < 16 && !err; i++) {
+                x->checks++;
+                if (i & 1) {
+                    err = sal_write_child(s, w, 0, &got, &kp);
+                } else if (!(err = sal_alloc(s, 8, 0, 0, &kid, &kp)) &&
+                           (err = sal_set_child(s, w, 0, kid)) != 0)
+                    (void)sal_release(s, kid);
+            }
+            if (err == SAL_ENOTWRITABLE) {
+                x->refused++;
+                err = 0;
+            }
+        }
+        if (err || (err = sal_release(s, w)) || (err = sal_write_end(s)))
+            break;
+    }
+    x->err = err;
+    atomic_store(&x->stop, 1);
+    if (s)
+        (void)sal_session_close(s);
+    return NULL;
+}
+
+static void root_get_vs_writable_parent(void **state)
+{
+    tu_ctx *c = *state;
+    sal_options o = tu_small_options();
+    sal_heap *h;
+    TU_OK(sal_heap_create(c->path, &o, &h));
+    wp_ctx x = {.heap = h, .seed = tu_seed()};
+    pthread_t w, r[WP_READERS];
+    for (int i = 0; i < WP_READERS; i++)
+        assert_int_equal(pthread_create(&r[i], NULL, wp_reader, &x), 0);
+    assert_int_equal(pthread_create(&w, NULL, wp_writer, &x), 0);
+    pthread_join(w, NULL);
+    for (int i = 0; i < WP_READERS; i++)
+        pthread_join(r[i], NULL);
+    TU_OK(x.err);
+    print_message("root_get_vs_writable_parent: %" PRIu64 " objects granted in place, %" PRIu64
+                  " roots got, %" PRIu64 " of %" PRIu64 " uses as a parent refused\n",
+                  x.in_place, atomic_load(&x.gets), x.refused, x.checks);
+    if (x.refused)
+        fail_msg("%" PRIu64 " times an object that sal_write() had just granted in place was "
+                 "not writable for sal_write_child()/sal_set_child() (SAL_ENOTWRITABLE)",
+                 x.refused);
+    if (atomic_load(&x.gets) == 0)
+        fail_msg("the reader never got the root: the test did not test it");
+    TU_OK(sal_heap_close(h));
+}
+
+/* ---------------------------------------------------------------------
  * released_during_flush
  *
  * A committed object released after a commit's cut but before that commit
@@ -1618,6 +1741,7 @@ int main(int argc, char **argv)
         TU_TEST(held_ids_by_commit),
         TU_TEST(emptied_during_cut),
         TU_TEST(root_get_vs_in_place_writer),
+        TU_TEST(root_get_vs_writable_parent),
         TU_TEST(released_during_flush),
         TU_TEST(segment_wanted_during_flush),
     };

@@ -6,6 +6,8 @@
  */
 #include "test_util.h"
 
+#include "internal.h" /* sal_test_id_vec_fail */
+
 static sal_object_info info_of(sal_session *s, sal_id id)
 {
     sal_object_info info;
@@ -410,6 +412,46 @@ static void set_child_releases_old(void **state)
     tu_close_all(h, s);
 }
 
+/* sal_set_child passes the caller's reference to the parent; an error must
+ * mean that it did not (the caller then still owns `child` and releases
+ * it).  A free of the slot's previous child that runs out of worklist
+ * memory (a test build's hook) happens after the store: it must not be
+ * reported as the store's failure. */
+static void set_child_when_old_free_fails(void **state)
+{
+    tu_ctx *c = *state;
+    sal_session *s;
+    sal_heap *h = tu_open_small(c, &s);
+    if (sal_test_id_vec_fail(0) == ENOSYS) {
+        tu_close_all(h, s);
+        skip(); /* a build without test hooks */
+    }
+    sal_id parent, old, kid, b;
+    void *p;
+    TU_OK(sal_write_begin(s));
+    TU_OK(sal_alloc(s, 8, 1, 0, &parent, &p));
+    TU_OK(sal_alloc(s, 8, 1, 0, &old, &p)); /* a child: its free needs the worklist */
+    TU_OK(sal_alloc(s, 8, 0, 0, &kid, &p));
+    TU_OK(sal_set_child(s, old, 0, kid));
+    TU_OK(sal_set_child(s, parent, 0, old));
+    TU_OK(sal_alloc(s, 8, 0, 0, &b, &p));
+    TU_OK(sal_test_id_vec_fail(1));
+    int rc = sal_set_child(s, parent, 0, b);
+    TU_OK(sal_test_id_vec_fail(0));
+    TU_OK(sal_write_end(s));
+    sal_id now = slot_of(s, parent, 0);
+    if (rc != 0 && now != old)
+        fail_msg("sal_set_child returned %d (%s) but the slot holds the new child: the "
+                 "caller, told it failed, still counts the reference as its own",
+                 rc, sal_strerror(rc));
+    TU_OK(rc);
+    assert_int_equal(now, b);
+    assert_int_equal(rc_of(s, b), 1); /* the parent's */
+    TU_OK(sal_release(s, parent));
+    expect_stale(s, b);
+    tu_close_all(h, s);
+}
+
 /* Write access to a child is asked of its writable parent: a parent that
  * is shared, committed, or only writable in an earlier section is not. */
 static void parent_not_writable(void **state)
@@ -652,6 +694,7 @@ int main(int argc, char **argv)
         TU_TEST(write_child_shared_copies),
         TU_TEST(write_child_committed_copies),
         TU_TEST(set_child_releases_old),
+        TU_TEST(set_child_when_old_free_fails),
         TU_TEST(parent_not_writable),
         TU_TEST(path_copy_under_snapshot),
     };

@@ -431,7 +431,10 @@ SAL_API int sal_write_child(sal_session *session, sal_id parent, unsigned slot,
  * SAL_NULL_ID) in slot `slot` of the writable `parent`, releasing the
  * reference the slot held before.  SAL_EINVAL if `child` is `parent`
  * itself (it would own itself and never be freed; longer cycles are not
- * detected: recovery frees them). */
+ * detected: recovery frees them).  On any error nothing changed and
+ * `child` is still yours.  Once stored, a trouble freeing the previous
+ * child (out of memory, a dangling id under it) is not the call's: it is
+ * left for recovery as in sal_release(), and the call returns 0. */
 SAL_API int sal_set_child(sal_session *session, sal_id parent, unsigned slot,
                           sal_id child);
 
@@ -447,14 +450,17 @@ SAL_API int sal_root_get(sal_session *session, unsigned root, sal_id *id_out);
  * an allocating session (SAL_EREADONLY for a reader).  Your reference to
  * `id` passes to the root (retain first if you want to keep using it); the
  * root's previous object is released.  `id` may be SAL_NULL_ID to empty
- * the root. */
+ * the root.  On any error nothing changed and `id` is still yours; a
+ * trouble freeing the previous object is not the call's (see
+ * sal_set_child()). */
 SAL_API int sal_root_set(sal_session *session, unsigned root, sal_id id);
 
 /* Publish `desired` only if root `root` is `expected`: otherwise
  * SAL_ECONFLICT and nothing changes (you keep your reference to desired).
  * Needs a write section, like sal_root_set().
  * On success your reference to `desired` passes to the root and the
- * root's reference to `expected` is released. */
+ * root's reference to `expected` is released.  As for sal_root_set(), any
+ * error means nothing changed. */
 SAL_API int sal_root_cas(sal_session *session, unsigned root, sal_id expected,
                          sal_id desired);
 

@@ -117,8 +117,19 @@ static int writable_parent(sal_session *s, sal_id parent, unsigned slot,
     int err = sal_resolve(s->heap, parent, &e, &hdr);
     if (err)
         return err;
-    if (hdr->seal != s->write_token || !writable_in_place(s->heap, e, hdr))
+    if (hdr->seal != s->write_token)
         return SAL_ENOTWRITABLE;
+    if (!writable_in_place(s->heap, e, hdr)) {
+        /* A second count may be a sal_root_get()'s that read this object
+         * as a root before it was replaced, landed after our grant, and is
+         * being given back: not a share.  Wait for the gets in flight. */
+        if (sal_entry_rc(e) < 2 || sal_object_committed(s->heap, sal_heap_offset(s->heap, hdr)))
+            return SAL_ENOTWRITABLE;
+        sal_root_gets_wait(s->heap);
+        e = atomic_load_explicit(&s->heap->table[sal_id_index(parent)], memory_order_acquire);
+        if (!writable_in_place(s->heap, e, hdr))
+            return SAL_ENOTWRITABLE;
+    }
     if (slot >= hdr->nrefs)
         return SAL_EINVAL;
     *hdr_out = hdr;
@@ -180,5 +191,10 @@ int sal_set_child(sal_session *s, sal_id parent, unsigned slot, sal_id child)
     sal_id *slots = (sal_id *)(ph + 1);
     sal_id old = slots[slot];
     slots[slot] = child;
-    return old != SAL_NULL_ID ? sal_release_internal(s, old) : 0;
+    /* The parent owns `child` now: an error would tell the caller it still
+     * does.  A free of the old child that runs out of memory or meets a
+     * dangling id leaves the rest for recovery, as sal_release() does. */
+    if (old != SAL_NULL_ID)
+        (void)sal_release_internal(s, old);
+    return 0;
 }

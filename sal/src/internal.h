@@ -115,7 +115,10 @@ void sal_id_vec_free(sal_id_vec *v);
 typedef struct sal_section_slot {
     _Atomic uint64_t epoch;
     _Atomic int writing;         /* inside a write section (the cut waits) */
-    char pad[SAL_CACHE_LINE - sizeof(uint64_t) - sizeof(int)];
+    _Atomic uint32_t root_get;   /* odd while a sal_root_get() is in flight:
+                                    it may hold a count for an instant on an
+                                    object that is no longer the root */
+    char pad[SAL_CACHE_LINE - sizeof(uint64_t) - sizeof(int) - sizeof(uint32_t)];
 } sal_section_slot;
 
 /* A committed id released after cut `tag`: reusable once commit tag+1 is
@@ -394,6 +397,14 @@ static inline int sal_session_check(sal_session *s)
 #endif
     return 0;
 }
+
+/* roots.c: wait for every sal_root_get() in flight now to end.  A get
+ * that read a root before it was replaced may land its count on the old
+ * object after its other holder was granted it in place, and gives it back
+ * at once: a writer that sees a count above 1 on an object it made
+ * writable waits for those gets before taking it for shared.  (Gets that
+ * begin later cannot read the object from a root.) */
+void sal_root_gets_wait(sal_heap *h);
 
 /* alloc.c */
 int sal_ids_refill(sal_session *s);

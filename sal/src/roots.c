@@ -8,6 +8,9 @@
  * between, the retain sees a dead or newer entry and the get tries again;
  * if the object is still alive but no longer the root, the count is given
  * back and the get tries again too (a writer may be writing it in place). */
+#include <sched.h>
+#include <time.h>
+
 #include "internal.h"
 
 static int root_check(sal_session *s, unsigned root)
@@ -29,6 +32,11 @@ int sal_root_get(sal_session *s, unsigned root, sal_id *id_out)
     int entered = !s->read_depth && !s->write_token;
     if (entered)
         sal_section_enter(s->section, h);
+    /* In flight (odd) from before the root is read until any count on an
+     * object that is no longer the root is given back: a writer holding
+     * that object, granted it in place, waits for this (cow.c). */
+    uint32_t seq = atomic_load_explicit(&s->section->root_get, memory_order_relaxed);
+    atomic_store(&s->section->root_get, seq + 1);
     sal_id id;
     for (;;) {
         id = atomic_load(&h->roots[root]);
@@ -55,10 +63,29 @@ int sal_root_get(sal_session *s, unsigned root, sal_id *id_out)
         }
         err = 0; /* replaced meanwhile: read it again */
     }
+    atomic_store_explicit(&s->section->root_get, seq + 2, memory_order_release);
     if (entered)
         sal_section_leave(s->section);
     *id_out = id;
     return err;
+}
+
+void sal_root_gets_wait(sal_heap *h)
+{
+    for (unsigned i = 0; i < SAL_SECTION_SLOTS; i++) {
+        _Atomic uint32_t *g = &h->slots[i].root_get;
+        /* Sequentially consistent: ordered after the writer's own
+         * replacement of the root, so a get that read the old root is
+         * seen in flight (its mark came before its read of the root). */
+        uint32_t seq = atomic_load(g);
+        if (!(seq & 1))
+            continue;
+        for (unsigned spins = 0; atomic_load_explicit(g, memory_order_acquire) == seq;)
+            if (++spins < 64)
+                sched_yield();
+            else
+                nanosleep(&(struct timespec){0, 50000}, NULL);
+    }
 }
 
 static int root_value_check(sal_session *s, sal_id id)
@@ -91,7 +118,11 @@ int sal_root_set(sal_session *s, unsigned root, sal_id id)
     if ((err = root_value_check(s, id)))
         return err;
     sal_id old = atomic_exchange(&s->heap->roots[root], id);
-    return old != SAL_NULL_ID ? sal_release_internal(s, old) : 0;
+    /* The root owns `id` now: an error would tell the caller it still does
+     * (see sal_set_child). */
+    if (old != SAL_NULL_ID)
+        (void)sal_release_internal(s, old);
+    return 0;
 }
 
 int sal_root_cas(sal_session *s, unsigned root, sal_id expected, sal_id desired)
@@ -103,5 +134,7 @@ int sal_root_cas(sal_session *s, unsigned root, sal_id expected, sal_id desired)
         return err;
     if (!atomic_compare_exchange_strong(&s->heap->roots[root], &expected, desired))
         return SAL_ECONFLICT;
-    return expected != SAL_NULL_ID ? sal_release_internal(s, expected) : 0;
+    if (expected != SAL_NULL_ID)
+        (void)sal_release_internal(s, expected);
+    return 0;
 }
