@@ -1335,10 +1335,7 @@ static void emptied_during_cut(void **state)
      * lock, after the cut (the hook gives up waiting after 200 ms). */
     cue q;
     int hook = cue_start(&q, h, victim, SAL_TEST_HOOK_IN_CUT, 200);
-    if (hook == ENOSYS) {
-        tu_close_all(h, s);
-        skip(); /* a build without test hooks */
-    }
+    TU_SKIP_WITHOUT_HOOK(hook, h, s);
     TU_OK(hook);
     uint64_t cut = atomic_load(&h->commit_epoch) + 1;
     TU_OK(sal_sync(h, SAL_SYNC_PROTECT)); /* commit `cut`: the race inside */
@@ -1712,10 +1709,7 @@ static void segment_wanted_during_flush(void **state)
 
     cue q;
     int hook = cue_start(&q, h, SAL_NULL_ID, SAL_TEST_HOOK_FLUSH, 200);
-    if (hook == ENOSYS) {
-        tu_close_all(h, s);
-        skip(); /* a build without test hooks */
-    }
+    TU_SKIP_WITHOUT_HOOK(hook, h, s);
     q.act = alloc_segment_on_cue;
     TU_OK(sal_sync(h, SAL_SYNC_PROTECT)); /* the allocation comes in its flush */
     int err = cue_finish(&q);

@@ -429,6 +429,16 @@ static inline void tu_close_all(sal_heap *h, sal_session *s)
     TU_OK(sal_heap_close(h));
 }
 
+/* A test that needs a hook of test builds (`hook_call` is ENOSYS without
+ * them) closes its heap and is skipped in a build without. */
+#define TU_SKIP_WITHOUT_HOOK(hook_call, h, s)                                 \
+    do {                                                                      \
+        if ((hook_call) == ENOSYS) {                                          \
+            tu_close_all(h, s);                                               \
+            skip(); /* a build without test hooks */                          \
+        }                                                                     \
+    } while (0)
+
 static inline sal_heap_stats tu_stats(sal_heap *h)
 {
     sal_heap_stats s;
