@@ -177,6 +177,8 @@ static void heap_free(sal_heap *h)
         sal_os_unmap(h->base, h->reserve_bytes);
     if (h->fd >= 0)
         sal_os_close(h->fd);
+    if (h->drop_fd >= 0)
+        sal_os_close(h->drop_fd);
     if (h->segments)
         for (uint64_t i = 0; i < h->segment_count; i++)
             free(h->segments[i].holes);
@@ -303,6 +305,7 @@ static int heap_open_fd(int fd, const sal_options *opt, int writable,
         return SAL_ENOMEM;
     }
     h->fd = -1;
+    h->drop_fd = -1;
     memcpy(h->boot_id, boot, sizeof h->boot_id);
     h->have_boot_id = have_boot;
     pthread_mutex_init(&h->table_lock, NULL);
@@ -336,6 +339,12 @@ static int heap_open_fd(int fd, const sal_options *opt, int writable,
         goto fail;
     h->base = base;
     h->fd = fd;
+    /* The provider's cache drops wait for write-back on a file
+     * description of their own: on this one, a wait of theirs would take
+     * the one report of an error that a commit's flush must see.  Without
+     * it (no /proc) segments keep the folios they have. */
+    if (writable && sal_os_reopen(fd, &h->drop_fd) != 0)
+        h->drop_fd = -1;
     /* Metadata and the object table get small folios: they are written a
      * few bytes at a time (slots, records, reference counts). */
     (void)sal_os_advise_folios(h->base, sb.data_offset, 0);

@@ -183,6 +183,10 @@ struct sal_heap {
     _Atomic uint64_t *table;     /* base + table_offset */
     sal_superblock sb;
     int fd;
+    int drop_fd;                       /* the heap file again, its own file
+                                          description, for the waits of
+                                          cache drops (provider.c); -1:
+                                          none, and no drops */
     int readonly;
     unsigned ready_target;
 
@@ -252,9 +256,6 @@ struct sal_heap {
     int writeback_redirtied;           /* the count at which everything
                                           committed and not durable was
                                           last written again (sync_lock) */
-    _Atomic int writeback_waits;       /* the provider's write-back
-                                          waits in progress: a commit
-                                          waits for their verdict */
     /* Folio policy for segments prepared from now on (see provider.c):
      * 0 large (2 MiB) folios, 1 small (32 KiB). */
     _Atomic int small_folios;

@@ -384,6 +384,20 @@ int sal_os_open(const char *path, int flags, unsigned mode, int *fd_out)
     return 0;
 }
 
+int sal_os_reopen(int fd, int *fd_out)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+    int nfd;
+    do
+        nfd = open(path, O_RDWR | O_CLOEXEC);
+    while (nfd < 0 && errno == EINTR);
+    if (nfd < 0)
+        return errno;
+    *fd_out = nfd;
+    return 0;
+}
+
 int sal_os_close(int fd)
 {
     return close(fd) == 0 ? 0 : errno;

@@ -61,6 +61,11 @@ int sal_os_powercut_lose(const void *addr, uint64_t length);
 /* File */
 int sal_os_open(const char *path, int flags, unsigned mode, int *fd_out);
 int sal_os_close(int fd);
+/* A second open file description of the file `fd` is open on, read-write
+ * (through /proc/self/fd).  The kernel reports a write-back error once to
+ * each file description: waits on this one do not take the reports meant
+ * for waits on `fd`. */
+int sal_os_reopen(int fd, int *fd_out);
 int sal_os_file_size(int fd, uint64_t *size_out);
 int sal_os_file_kind_ok(int fd); /* 0 if a regular file, else EINVAL-ish */
 int sal_os_lock(int fd, int exclusive); /* EWOULDBLOCK when held */

@@ -234,15 +234,16 @@ void sal_segment_prepare(sal_heap *h, uint64_t seg, int by_provider)
         uint64_t len = h->segment_bytes - off < SAL_PREPARE_STEP_BYTES
                            ? h->segment_bytes - off
                            : SAL_PREPARE_STEP_BYTES;
-        if (convert || fill) {
+        if ((convert || fill) && h->drop_fd >= 0) {
             wait_for_commit(h, by_provider);
-            /* Its wait may take a write-back error that concerns a
-             * commit's pages (the kernel reports each once per file):
-             * they are written again at once (sync.c). */
-            atomic_fetch_add(&h->writeback_waits, 1);
-            if (sal_os_drop_cache(h->fd, addr + off, start + off, len))
+            /* On a file description of its own, so that its wait does not
+             * take the report a commit's flush must see (the kernel
+             * reports an error once to each).  An error it meets may
+             * still concern committed pages, and once reported here no
+             * process that opens the heap later hears of it: they are
+             * written again at once (sync.c). */
+            if (sal_os_drop_cache(h->drop_fd, addr + off, start + off, len))
                 sal_writeback_error_taken(h);
-            atomic_fetch_sub(&h->writeback_waits, 1);
         }
         for (uint64_t o = off; o < off + len; o += step) {
             uint64_t n = off + len - o < step ? off + len - o : step;

@@ -377,7 +377,10 @@ static int write_records(sal_heap *h, cut *c, unsigned target, range *range_out)
  *    was committed is on no list), writes its segment records whole
  *    (write_records), and a clean close writes the object table again;
  *  - a durable commit during which an error is counted fails with EIO:
- *    the error may concern the pages it flushed.
+ *    the error may concern the pages it flushed.  (The provider waits on
+ *    a file description of its own, h->drop_fd, so that its waits do not
+ *    take the report meant for the commit's: the kernel reports an error
+ *    once to each file description open when it happened.)
  * Writing a range over itself races with no store: committed ranges are
  * read-only (rewrites_in_flight, like a commit in flight, holds back the
  * reset of a segment for reuse), the records and the table (at close)
@@ -697,11 +700,9 @@ int sal_commit(sal_heap *h, int mode, int clean, sal_id *roots_out)
             goto flush_failed;
     }
     if (mode == SAL_SYNC_DURABLE) {
-        /* A wait of the provider's may have taken the error these flushes
-         * should have seen: its verdict first.  Any error counted since
-         * the cut, the first or a later one. */
-        while (atomic_load(&h->writeback_waits))
-            nanosleep(&(struct timespec){0, 50000}, NULL);
+        /* An error the provider's waits met since the cut: its own file
+         * description leaves this commit's waits their report, so this is
+         * caution (the error may be of the same pages), not a need. */
         if (atomic_load(&h->writeback_failed) != failed_before) {
             err = EIO;
             goto flush_failed;
