@@ -308,10 +308,12 @@ static void parked_arena_used_when_disk_full(void **state)
     tu_close_all(h, s);
 }
 
-/* The same at the end of the reservation: a heap of one segment. */
-static void parked_arena_used_when_reserve_full(void **state)
+/* The same at the end of the reservation: a heap of one segment.  With
+ * `big_first`, an allocation too large for the parked arena fails first:
+ * it must not retire the arena (the fallback once took it, found it too
+ * short, and retired it; smaller objects then failed too). */
+static void parked_arena_in_one_segment(tu_ctx *c, int big_first)
 {
-    tu_ctx *c = *state;
     sal_options o = tu_small_options();
     o.ready_segments = 0;
     o.max_objects = 1u << 16;
@@ -332,19 +334,40 @@ static void parked_arena_used_when_reserve_full(void **state)
     TU_OK(sal_sync(h, SAL_SYNC_DURABLE)); /* small folios from now on */
     TU_OK(sal_session_close(s)); /* its arena goes to the partial list */
     TU_OK(sal_session_open(h, &s));
+    int big_rc = 0;
+    if (big_first) {
+        sal_id big;
+        void *p;
+        TU_OK(sal_write_begin(s));
+        big_rc = sal_alloc(s, sal_max_object_bytes(h), 0, 0, &big, &p);
+        TU_OK(sal_write_end(s));
+        assert_int_not_equal(big_rc, 0); /* no room for it anywhere */
+    }
     sal_id more[10];
     int n = 0;
     int rc = alloc_until_error(s, 10, more, &n);
     if (rc != 0)
-        fail_msg("allocating 10 x 4 KiB in a one-segment heap holding 10 KiB: %d (%s) "
+        fail_msg("allocating 10 x 4 KiB in a one-segment heap holding 10 KiB%s%s%s: %d (%s) "
                  "after %d",
-                 rc, sal_strerror(rc), n);
+                 big_first ? ", after a failed large allocation (" : "",
+                 big_first ? sal_strerror(big_rc) : "", big_first ? ")" : "", rc,
+                 sal_strerror(rc), n);
     check_keepers(s, keep, 10);
     for (int i = 0; i < n; i++)
         TU_OK(sal_release(s, more[i]));
     for (int i = 0; i < 10; i++)
         TU_OK(sal_release(s, keep[i]));
     tu_close_all(h, s);
+}
+
+static void parked_arena_used_when_reserve_full(void **state)
+{
+    parked_arena_in_one_segment(*state, 0);
+}
+
+static void parked_arena_survives_failed_large_alloc(void **state)
+{
+    parked_arena_in_one_segment(*state, 1);
 }
 
 /* On a full disk an object too large for the rest of the session's arena
@@ -722,6 +745,7 @@ int main(int argc, char **argv)
         FAULT_TEST(parked_arena_used_when_disk_full),
         FAULT_TEST(parked_arena_used_when_reserve_full),
         FAULT_TEST(failed_large_alloc_keeps_arena),
+        FAULT_TEST(parked_arena_survives_failed_large_alloc),
         FAULT_TEST(failed_allocs_are_not_waits),
         FAULT_TEST(create_faults),
         FAULT_TEST(close_msync_fails),

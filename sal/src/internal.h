@@ -306,7 +306,7 @@ int sal_provider_start(sal_heap *h);
 void sal_provider_stop(sal_heap *h);
 /* Take a segment for an arena: a partial one, a ready one, or prepare one
  * now (counted in alloc_waits).  Returns 0 and the index, or an error. */
-int sal_segment_take(sal_heap *h, uint64_t *seg_out, uint64_t *start_used);
+int sal_segment_take(sal_heap *h, uint64_t span, uint64_t *seg_out, uint64_t *start_used);
 /* A session stops bumping `seg` at `used` bytes: keep it as partial (the
  * session closed) or retire it (it is full). */
 void sal_segment_release_arena(sal_heap *h, uint64_t seg, uint64_t used,

@@ -344,7 +344,7 @@ static void ready_return_stale_locked(sal_heap *h)
     }
 }
 
-int sal_segment_take(sal_heap *h, uint64_t *seg_out, uint64_t *start_used)
+int sal_segment_take(sal_heap *h, uint64_t span, uint64_t *seg_out, uint64_t *start_used)
 {
     uint64_t seg;
     int err = 0;
@@ -403,12 +403,18 @@ int sal_segment_take(sal_heap *h, uint64_t *seg_out, uint64_t *start_used)
         reclaim_locked(h);
         err = segment_pick_best_locked(h, 0, &seg);
     }
-    if (err && h->partial_len > 0) {
-        /* No segment to be had (a full disk, the reservation used up): a
-         * parked arena of the other folio size still has room. */
-        seg = h->partial_segs[--h->partial_len];
+    /* No segment to be had (a full disk, the reservation used up): a
+     * parked arena of the other folio size may still have room.  Only one
+     * with room for `span`: one too short would be retired by the caller,
+     * and smaller objects could no longer use it. */
+    for (size_t k = h->partial_len; err && k-- > 0;) {
+        seg = h->partial_segs[k];
+        uint64_t used = atomic_load(&h->segments[seg].used_bytes);
+        if (h->segment_bytes - used < span)
+            continue;
+        h->partial_segs[k] = h->partial_segs[--h->partial_len];
         atomic_store(&h->segments[seg].state, SEG_ACTIVE);
-        *start_used = atomic_load(&h->segments[seg].used_bytes);
+        *start_used = used;
         pthread_mutex_unlock(&h->seg_lock);
         *seg_out = seg;
         return 0;
