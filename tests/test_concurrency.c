@@ -1722,6 +1722,51 @@ static void segment_wanted_during_flush(void **state)
     tu_close_all(h, s);
 }
 
+/* The end of the reservation with the provider on: a session that needs
+ * a segment while the provider is still preparing the last free one must
+ * wait for it, not fail with SAL_EFULL.  (A review saw about one failure
+ * in 100 rounds of this; the provider's preparation and the session's
+ * need rarely meet, so the test runs many rounds.) */
+static void last_segment_being_prepared(void **state)
+{
+    tu_ctx *c = *state;
+    int failures = 0, rounds = (int)tu_scaled(500, 25);
+    for (int round = 0; round < rounds; round++) {
+        sal_options o = tu_small_options();
+        o.ready_segments = 1;
+        sal_heap *h;
+        unlink(c->path);
+        TU_OK(sal_heap_create(c->path, &o, &h));
+        sal_heap_stats g = tu_stats(h);
+        TU_OK(sal_heap_close(h));
+        unlink(c->path);
+        /* Two segments: the provider prepares them both, one after the
+         * other, while the session wants both at once. */
+        o.reserve_bytes = g.reserve_bytes - g.segments_total * g.segment_bytes + 2 * g.segment_bytes;
+        sal_session *s;
+        h = tu_create_with(c, &o, &s);
+        sal_id x = SAL_NULL_ID, y = SAL_NULL_ID;
+        void *p;
+        TU_OK(sal_write_begin(s));
+        int rc = sal_alloc(s, sal_max_object_bytes(h), 0, 0, &x, &p);
+        if (!rc)
+            rc = sal_alloc(s, sal_max_object_bytes(h), 0, 0, &y, &p);
+        TU_OK(sal_write_end(s));
+        if (rc) {
+            failures++;
+            print_message("round %d: %d (%s)\n", round, rc, sal_strerror(rc));
+        }
+        if (x != SAL_NULL_ID)
+            TU_OK(sal_release(s, x));
+        if (y != SAL_NULL_ID)
+            TU_OK(sal_release(s, y));
+        tu_close_all(h, s);
+    }
+    if (failures)
+        fail_msg("%d of %d rounds: no segment while the provider prepared the last free one",
+                 failures, rounds);
+}
+
 int main(int argc, char **argv)
 {
     tu_init(argc, argv);
@@ -1738,6 +1783,7 @@ int main(int argc, char **argv)
         TU_TEST(root_get_vs_writable_parent),
         TU_TEST(released_during_flush),
         TU_TEST(segment_wanted_during_flush),
+        TU_TEST(last_segment_being_prepared),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

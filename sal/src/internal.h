@@ -232,6 +232,11 @@ struct sal_heap {
     uint32_t *recyclable_segs; size_t recyclable_len;/* swept, stack */
     _Atomic uint64_t segments_recycled;              /* handed out */
     int provider_error;                /* last preparation failure (errno) */
+    int provider_preparing;            /* the provider prepares a segment it
+                                          took, not ready yet (seg_lock) */
+    _Atomic int segment_waiters;       /* sessions waiting for that one: the
+                                          provider does not wait for commits
+                                          meanwhile (sal_segment_take) */
     int commit_in_flight;              /* between a cut and its commit's end:
                                           no segment is reclaimed */
     int rewrites_in_flight;            /* the same, while a rewrite after a

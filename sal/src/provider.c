@@ -156,7 +156,7 @@ static void segment_reset(sal_segment *g, int state)
  * So each step of a preparation starts only while no commit runs. */
 void sal_provider_wait_for_commit(sal_heap *h)
 {
-    while (atomic_load(&h->commit_running))
+    while (atomic_load(&h->commit_running) && !atomic_load(&h->segment_waiters))
         nanosleep(&(struct timespec){0, 200000}, NULL);
 }
 
@@ -349,6 +349,7 @@ int sal_segment_take(sal_heap *h, uint64_t span, uint64_t *seg_out, uint64_t *st
     uint64_t seg;
     int err = 0;
     pthread_mutex_lock(&h->seg_lock);
+again:;
     /* A partial arena whose folios suit the policy (a parked large one
      * waits while small folios are wanted).  One with large folios comes
      * after the ready segments: a commit since it was parked wrote back
@@ -402,6 +403,17 @@ int sal_segment_take(sal_heap *h, uint64_t span, uint64_t *seg_out, uint64_t *st
             pthread_cond_wait(&h->seg_cond, &h->seg_lock);
         reclaim_locked(h);
         err = segment_pick_best_locked(h, 0, &seg);
+    }
+    if (err && h->provider_preparing) {
+        /* The provider holds the last free segment, preparing it: wait
+         * until it is ready rather than fail.  Meanwhile the provider does
+         * not wait for commits (a commit's cut may be waiting for this
+         * session's write section). */
+        atomic_fetch_add(&h->segment_waiters, 1);
+        while (h->provider_preparing)
+            pthread_cond_wait(&h->seg_cond, &h->seg_lock);
+        atomic_fetch_sub(&h->segment_waiters, 1);
+        goto again;
     }
     /* No segment to be had (a full disk, the reservation used up): a
      * parked arena of the other folio size may still have room.  Only one
@@ -594,9 +606,11 @@ static void *provider_main(void *arg)
                 continue;
             }
             segment_reset(&h->segments[seg], SEG_READY);
+            h->provider_preparing = 1;
             pthread_mutex_unlock(&h->seg_lock);
             sal_segment_prepare(h, seg, 1);
             pthread_mutex_lock(&h->seg_lock);
+            h->provider_preparing = 0;
             h->ready_segs[h->ready_len++] = (uint32_t)seg;
             pthread_cond_broadcast(&h->seg_cond);
             continue;
