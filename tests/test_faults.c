@@ -268,6 +268,39 @@ static void provider_table_growth_fails_idle(void **state)
                  wall * 1e3);
 }
 
+/* An arena with large folios parked on the partial list: ten keepers
+ * allocated, a durable sync (small folios wanted from now on), the
+ * session closed (its arena goes to the list) and opened again. */
+static void park_an_arena(sal_heap *h, sal_session **s, sal_id keep[10])
+{
+    alloc_keepers(*s, keep, 10);
+    TU_OK(sal_sync(h, SAL_SYNC_DURABLE));
+    TU_OK(sal_session_close(*s));
+    TU_OK(sal_session_open(h, s));
+}
+
+/* Ten objects of 4 KiB must still fit where the keepers are (`what` says
+ * where, for the failure); with `before`, the file must not have grown.
+ * Then everything is released and the heap closed. */
+static void ten_more_fit(sal_heap *h, sal_session *s, const sal_id keep[10],
+                         const sal_heap_stats *before, const char *what)
+{
+    sal_id more[10];
+    int n = 0;
+    int rc = alloc_until_error(s, 10, more, &n);
+    sal_os_fault_clear_all();
+    if (rc != 0)
+        fail_msg("%s: 10 x 4 KiB: %d (%s) after %d", what, rc, sal_strerror(rc), n);
+    if (before)
+        assert_int_equal(tu_stats(h).file_bytes, before->file_bytes);
+    check_keepers(s, keep, 10);
+    for (int i = 0; i < n; i++)
+        TU_OK(sal_release(s, more[i]));
+    for (int i = 0; i < 10; i++)
+        TU_OK(sal_release(s, keep[i]));
+    tu_close_all(h, s);
+}
+
 /* After a commit that writes, small folios are wanted, and an arena with
  * large folios on the partial list (left by a closed session) waits.  When
  * no new segment can be had (a full disk, or the reservation used up), it
@@ -283,29 +316,13 @@ static void parked_arena_used_when_disk_full(void **state)
     TU_OK(sal_heap_create(c->path, &o, &h));
     TU_OK(sal_session_open(h, &s));
     sal_id keep[10];
-    alloc_keepers(s, keep, 10);
-    TU_OK(sal_sync(h, SAL_SYNC_DURABLE)); /* small folios from now on */
-    /* Its arena, with large folios, goes to the partial list. */
-    TU_OK(sal_session_close(s));
-    TU_OK(sal_session_open(h, &s));
+    park_an_arena(h, &s, keep);
     sal_heap_stats st0 = tu_stats(h);
     TU_OK(sal_os_fault_set(SAL_OS_FALLOCATE, ENOSPC, 0, -1));
-    sal_id more[10];
-    int n = 0;
-    int rc = alloc_until_error(s, 10, more, &n);
-    sal_os_fault_clear_all();
-    sal_heap_stats st1 = tu_stats(h);
-    if (rc != 0)
-        fail_msg("allocating 10 x 4 KiB with %" PRIu64 " segment(s) in the file, one "
-                 "holding 10 KiB of objects: %d (%s) after %d",
-                 st0.segments_in_use, rc, sal_strerror(rc), n);
-    assert_int_equal(st1.file_bytes, st0.file_bytes);
-    check_keepers(s, keep, 10);
-    for (int i = 0; i < n; i++)
-        TU_OK(sal_release(s, more[i]));
-    for (int i = 0; i < 10; i++)
-        TU_OK(sal_release(s, keep[i]));
-    tu_close_all(h, s);
+    char what[160];
+    snprintf(what, sizeof what, "%" PRIu64 " segment(s) in the file, one holding 10 KiB of objects",
+             st0.segments_in_use);
+    ten_more_fit(h, s, keep, &st0, what);
 }
 
 /* The same at the end of the reservation: a heap of one segment.  With
@@ -330,10 +347,7 @@ static void parked_arena_in_one_segment(tu_ctx *c, int big_first)
     assert_int_equal(tu_stats(h).segments_total, 1);
     TU_OK(sal_session_open(h, &s));
     sal_id keep[10];
-    alloc_keepers(s, keep, 10);
-    TU_OK(sal_sync(h, SAL_SYNC_DURABLE)); /* small folios from now on */
-    TU_OK(sal_session_close(s)); /* its arena goes to the partial list */
-    TU_OK(sal_session_open(h, &s));
+    park_an_arena(h, &s, keep);
     int big_rc = 0;
     if (big_first) {
         sal_id big;
@@ -343,21 +357,11 @@ static void parked_arena_in_one_segment(tu_ctx *c, int big_first)
         TU_OK(sal_write_end(s));
         assert_int_not_equal(big_rc, 0); /* no room for it anywhere */
     }
-    sal_id more[10];
-    int n = 0;
-    int rc = alloc_until_error(s, 10, more, &n);
-    if (rc != 0)
-        fail_msg("allocating 10 x 4 KiB in a one-segment heap holding 10 KiB%s%s%s: %d (%s) "
-                 "after %d",
-                 big_first ? ", after a failed large allocation (" : "",
-                 big_first ? sal_strerror(big_rc) : "", big_first ? ")" : "", rc,
-                 sal_strerror(rc), n);
-    check_keepers(s, keep, 10);
-    for (int i = 0; i < n; i++)
-        TU_OK(sal_release(s, more[i]));
-    for (int i = 0; i < 10; i++)
-        TU_OK(sal_release(s, keep[i]));
-    tu_close_all(h, s);
+    char what[160];
+    snprintf(what, sizeof what, "a one-segment heap holding 10 KiB%s%s%s",
+             big_first ? ", after a failed large allocation (" : "",
+             big_first ? sal_strerror(big_rc) : "", big_first ? ")" : "");
+    ten_more_fit(h, s, keep, NULL, what);
 }
 
 static void parked_arena_used_when_reserve_full(void **state)
@@ -392,20 +396,7 @@ static void failed_large_alloc_keeps_arena(void **state)
     TU_ERR(sal_alloc(s, sal_max_object_bytes(h), 0, 0, &big, &p), ENOSPC);
     TU_OK(sal_write_end(s));
     /* The arena holds 10 KiB of its 1 MiB. */
-    sal_id more[10];
-    int n = 0;
-    int rc = alloc_until_error(s, 10, more, &n);
-    sal_os_fault_clear_all();
-    if (rc != 0)
-        fail_msg("10 x 4 KiB after a failed large allocation, the arena 99%% free: %d (%s) "
-                 "after %d",
-                 rc, sal_strerror(rc), n);
-    check_keepers(s, keep, 10);
-    for (int i = 0; i < n; i++)
-        TU_OK(sal_release(s, more[i]));
-    for (int i = 0; i < 10; i++)
-        TU_OK(sal_release(s, keep[i]));
-    tu_close_all(h, s);
+    ten_more_fit(h, s, keep, NULL, "after a failed large allocation, the arena 99% free");
 }
 
 /* alloc_waits counts the segments a session prepared itself because none

@@ -123,8 +123,8 @@ static int writable_parent(sal_session *s, sal_id parent, unsigned slot,
         /* A second count may be a sal_root_get()'s that read this object
          * as a root before it was replaced, landed after our grant, and is
          * being given back: not a share.  Wait for the gets in flight. */
-        if (sal_entry_rc(e) < 2 || sal_object_committed(s->heap, sal_heap_offset(s->heap, hdr)))
-            return SAL_ENOTWRITABLE;
+        if (sal_object_committed(s->heap, sal_heap_offset(s->heap, hdr)))
+            return SAL_ENOTWRITABLE; /* (with a count of 1, that is why) */
         sal_root_gets_wait(s->heap);
         e = atomic_load_explicit(&s->heap->table[sal_id_index(parent)], memory_order_acquire);
         if (!writable_in_place(s->heap, e, hdr))

@@ -21,9 +21,11 @@
 #define SAL_INTERNAL_H
 
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <time.h>
 
 #include "format.h"
 #include "sal.h"
@@ -109,6 +111,8 @@ typedef struct sal_id_vec {
 /* Room for `more` ids (capacity doubles from 256); SAL_ENOMEM if none. */
 int sal_id_vec_reserve(sal_id_vec *v, size_t more);
 int sal_id_vec_push(sal_id_vec *v, sal_id id);
+/* All `n` ids, or none (SAL_ENOMEM). */
+int sal_id_vec_append(sal_id_vec *v, const sal_id *ids, size_t n);
 void sal_id_vec_free(sal_id_vec *v);
 
 /* One section slot: the epoch a thread entered its section at, 0 if none. */
@@ -479,6 +483,16 @@ void sal_thread_write_sections_add(int delta);
  * sessions)?  A commit's cut waits for it, so this thread must not wait for
  * that cut. */
 int sal_thread_writing(sal_heap *h);
+
+/* One step of a wait for another thread's short work: yield a few times,
+ * then sleep 50 us a step. */
+static inline void sal_backoff(unsigned *spins)
+{
+    if (++*spins < 64)
+        sched_yield();
+    else
+        nanosleep(&(struct timespec){0, 50000}, NULL);
+}
 
 static inline uint64_t sal_round_up(uint64_t v, uint64_t align)
 {

@@ -344,6 +344,19 @@ static void ready_return_stale_locked(sal_heap *h)
     }
 }
 
+/* Take partial arena `k` of the list for a session; seg_lock held, and
+ * released here. */
+static int partial_take_unlock(sal_heap *h, size_t k, uint64_t *seg_out, uint64_t *start_used)
+{
+    uint64_t seg = h->partial_segs[k];
+    h->partial_segs[k] = h->partial_segs[--h->partial_len];
+    atomic_store(&h->segments[seg].state, SEG_ACTIVE);
+    *start_used = atomic_load(&h->segments[seg].used_bytes);
+    pthread_mutex_unlock(&h->seg_lock);
+    *seg_out = seg;
+    return 0;
+}
+
 int sal_segment_take(sal_heap *h, uint64_t span, uint64_t *seg_out, uint64_t *start_used)
 {
     uint64_t seg;
@@ -367,15 +380,8 @@ again:;
             break;
         }
     }
-    if (pick < h->partial_len) {
-        seg = h->partial_segs[pick];
-        h->partial_segs[pick] = h->partial_segs[--h->partial_len];
-        atomic_store(&h->segments[seg].state, SEG_ACTIVE);
-        *start_used = atomic_load(&h->segments[seg].used_bytes);
-        pthread_mutex_unlock(&h->seg_lock);
-        *seg_out = seg;
-        return 0;
-    }
+    if (pick < h->partial_len)
+        return partial_take_unlock(h, pick, seg_out, start_used);
     /* A segment the provider prepared. */
     size_t i = ready_pick_locked(h, want);
     if (i < h->ready_len) {
@@ -419,18 +425,9 @@ again:;
      * parked arena of the other folio size may still have room.  Only one
      * with room for `span`: one too short would be retired by the caller,
      * and smaller objects could no longer use it. */
-    for (size_t k = h->partial_len; err && k-- > 0;) {
-        seg = h->partial_segs[k];
-        uint64_t used = atomic_load(&h->segments[seg].used_bytes);
-        if (h->segment_bytes - used < span)
-            continue;
-        h->partial_segs[k] = h->partial_segs[--h->partial_len];
-        atomic_store(&h->segments[seg].state, SEG_ACTIVE);
-        *start_used = used;
-        pthread_mutex_unlock(&h->seg_lock);
-        *seg_out = seg;
-        return 0;
-    }
+    for (size_t k = h->partial_len; err && k-- > 0;)
+        if (h->segment_bytes - atomic_load(&h->segments[h->partial_segs[k]].used_bytes) >= span)
+            return partial_take_unlock(h, k, seg_out, start_used);
     if (!err) {
         segment_reset(&h->segments[seg], SEG_ACTIVE);
         atomic_fetch_add(&h->alloc_waits, 1); /* (a failure is no wait) */

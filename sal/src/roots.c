@@ -8,9 +8,6 @@
  * between, the retain sees a dead or newer entry and the get tries again;
  * if the object is still alive but no longer the root, the count is given
  * back and the get tries again too (a writer may be writing it in place). */
-#include <sched.h>
-#include <time.h>
-
 #include "internal.h"
 
 static int root_check(sal_session *s, unsigned root)
@@ -81,10 +78,7 @@ void sal_root_gets_wait(sal_heap *h)
         if (!(seq & 1))
             continue;
         for (unsigned spins = 0; atomic_load_explicit(g, memory_order_acquire) == seq;)
-            if (++spins < 64)
-                sched_yield();
-            else
-                nanosleep(&(struct timespec){0, 50000}, NULL);
+            sal_backoff(&spins);
     }
 }
 

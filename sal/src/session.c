@@ -51,6 +51,16 @@ int sal_id_vec_reserve(sal_id_vec *v, size_t more)
     return 0;
 }
 
+int sal_id_vec_append(sal_id_vec *v, const sal_id *ids, size_t n)
+{
+    int err = sal_id_vec_reserve(v, n);
+    if (err)
+        return err;
+    memcpy(v->ids + v->len, ids, n * sizeof *ids);
+    v->len += n;
+    return 0;
+}
+
 int sal_id_vec_push(sal_id_vec *v, sal_id id)
 {
     int err = sal_id_vec_reserve(v, 1);

@@ -112,12 +112,8 @@ static void wait_for_writers(sal_heap *h)
 {
     for (unsigned i = 0; i < SAL_MAX_SESSIONS; i++) {
         unsigned spins = 0;
-        while (atomic_load(&h->slots[i].writing)) {
-            if (++spins < 64)
-                sched_yield();
-            else
-                nanosleep(&(struct timespec){0, 50000}, NULL);
-        }
+        while (atomic_load(&h->slots[i].writing))
+            sal_backoff(&spins);
     }
 }
 
@@ -332,10 +328,15 @@ static int flush_range(sal_heap *h, uint64_t offset, uint64_t length, int mode)
  * write-back, the whole copy, written again through the file: a page of
  * it cleaned by the failure holds what this commit writes, unchanged, and
  * would not be flushed. */
+static uint64_t segtab_copy_offset(const sal_heap *h, unsigned target)
+{
+    return h->sb.segtab_offset + target * h->sb.segtab_bytes;
+}
+
 static int write_records(sal_heap *h, cut *c, unsigned target, range *range_out)
 {
     uint64_t n = c->slot.segments_high_water;
-    uint64_t base = h->sb.segtab_offset + target * h->sb.segtab_bytes;
+    uint64_t base = segtab_copy_offset(h, target);
     sal_segment_record *rec = (sal_segment_record *)(h->base + base);
     uint64_t lo = UINT64_MAX, hi = 0;
     for (uint64_t i = 0; i < n; i++) {
@@ -595,13 +596,8 @@ void sal_pending_ids_handover(sal_session *s)
      * session held them.  In the heap's list they would wait for the move
      * after the next commit (and a full table would say SAL_ENOIDS). */
     if (s->pending_cut < atomic_load(&h->commit_epoch)) {
-        size_t n = s->pending_ids.len;
         pthread_mutex_lock(&h->free_ids_lock);
-        int err = sal_id_vec_reserve(&h->free_ids, n);
-        if (!err) {
-            memcpy(h->free_ids.ids + h->free_ids.len, s->pending_ids.ids, n * sizeof(sal_id));
-            h->free_ids.len += n;
-        }
+        int err = sal_id_vec_append(&h->free_ids, s->pending_ids.ids, s->pending_ids.len);
         pthread_mutex_unlock(&h->free_ids_lock);
         if (!err) {
             s->pending_ids.len = 0;
@@ -667,7 +663,7 @@ int sal_commit(sal_heap *h, int mode, int clean, sal_id *roots_out)
     range records;
     if ((err = write_records(h, &c, target, &records)))
         goto done;
-    copy = h->sb.segtab_offset + target * h->sb.segtab_bytes;
+    copy = segtab_copy_offset(h, target);
     copy_bytes = c.slot.segments_high_water * sizeof(sal_segment_record);
     /* (Mutants for testing the crash harnesses: SKIP_FLUSH never writes
      * the data, SLOT_FIRST writes it only after the slot.) */
