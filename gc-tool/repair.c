@@ -52,6 +52,14 @@ static void test_kill_point(const char *point)
     }
 }
 
+/* Tests: SAL_GC_TEST_FAIL=remember-table|restore-generations makes that
+ * step fail as an I/O error would, to show what the user is told. */
+static int test_fail_point(const char *point)
+{
+    const char *want = getenv("SAL_GC_TEST_FAIL");
+    return want && strcmp(want, point) == 0;
+}
+
 /* The object table, mapped read-only: [0, hwm) entries.  NULL on error. */
 static const uint64_t *map_table(int fd, uint64_t table_offset, uint64_t hwm)
 {
@@ -76,16 +84,23 @@ typedef struct table_memory {
     size_t n, cap;
     uint64_t live;
     int ok;
+    int err; /* why not ok: an errno value */
 } table_memory;
 
 static void remember_table(const char *path, uint64_t table_offset, uint64_t hwm,
                            table_memory *m)
 {
     memset(m, 0, sizeof *m);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
+    m->err = EIO;
+    if (test_fail_point("remember-table"))
         return;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        m->err = errno;
+        return;
+    }
     const uint64_t *t = map_table(fd, table_offset, hwm);
+    m->err = errno;
     close(fd);
     if (!t)
         return;
@@ -101,6 +116,7 @@ static void remember_table(const char *path, uint64_t table_offset, uint64_t hwm
             free_gen *p = realloc(m->v, cap * sizeof *p);
             if (!p) {
                 m->ok = 0;
+                m->err = ENOMEM;
                 break;
             }
             m->v = p;
@@ -120,25 +136,34 @@ static void remember_table(const char *path, uint64_t table_offset, uint64_t hwm
  * again (a stale id would name a new object instead of failing with
  * SAL_ESTALE).  Put back the generation a free entry had before the repair
  * where the repair lowered it.  Each is one 8-byte write of a free entry
- * (same location, newer generation): harmless if interrupted.
+ * (same location, newer generation): harmless if interrupted.  Returns the
+ * number put back, or -1 after saying on `out` which step failed and what
+ * it means (the library's repair is done by then and cannot be undone).
  */
 static long restore_generations(const char *path, uint64_t table_offset, uint64_t hwm,
                                 const table_memory *m, FILE *out)
 {
-    int fd = open(path, O_RDWR | O_CLOEXEC | O_NONBLOCK);
-    if (fd < 0)
-        return -1;
+    const char *step = "open";
+    int err = 0;
+    long fixed = 0;
+    int fd = test_fail_point("restore-generations") ? (errno = EIO, -1)
+                                                     : open(path, O_RDWR | O_CLOEXEC | O_NONBLOCK);
+    if (fd < 0) {
+        err = errno;
+        goto failed;
+    }
     if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
-        close(fd);
-        return -1;
+        step = "lock (a process opened the heap since the repair)";
+        err = errno;
+        goto failed;
     }
     const uint64_t *t = map_table(fd, table_offset, hwm);
     if (!t) {
-        close(fd);
-        return -1;
+        step = "map the table";
+        err = errno;
+        goto failed;
     }
-    long fixed = 0;
-    int err = 0;
+    step = "write";
     for (size_t k = 0; k < m->n && !err; k++) {
         uint32_t i = m->v[k].index;
         uint64_t e = t[i];
@@ -152,16 +177,40 @@ static long restore_generations(const char *path, uint64_t table_offset, uint64_
         fixed++;
     }
     munmap((void *)t, (size_t)(hwm * 8));
-    if (!err && fixed && fsync(fd) != 0)
+    if (!err && fixed && fsync(fd) != 0) {
+        step = "fsync";
         err = errno;
-    close(fd);
+    }
     if (err)
-        return -1;
+        goto failed;
+    close(fd);
     if (fixed)
         fprintf(out, "  restored the generation of %ld free table entries that the library's "
                      "repair had lowered (so that no released id is handed out again)\n",
                 fixed);
     return fixed;
+failed:
+    if (fd >= 0)
+        close(fd);
+    fprintf(out, "  FAILED to check the generations of the free table entries after the "
+                 "library's repair (%s: %s): the repair is otherwise done, but if it lowered "
+                 "any, ids released before it can be handed out again, and a stale id kept "
+                 "outside the heap would then name a new object instead of failing with "
+                 "SAL_ESTALE\n", step, strerror(err ? err : EIO));
+    return -1;
+}
+
+/* Before the library's repair: the table's free entries must be known, or
+ * their generations would be lost for good.  Returns 0, or the exit code
+ * after saying why nothing was written. */
+static int refuse_unless_remembered(const table_memory *m, FILE *out)
+{
+    if (m->ok)
+        return 0;
+    fprintf(out, "  REFUSED: could not read the object table before the repair (%s); the "
+                 "repair would lose the generations of released ids.  Nothing was "
+                 "written.\n", strerror(m->err));
+    return GC_EXIT_OPERATIONAL;
 }
 
 static void print_recovery(FILE *out, const sal_recovery_report *rr)
@@ -440,21 +489,22 @@ int gc_repair_path(const char *path, const gc_options *o, const gc_repair_option
                      "checks it before)\n");
         table_memory before;
         remember_table(path, table_offset, hwm, &before);
-        sal_recovery_report rr;
-        memset(&rr, 0, sizeof rr);
-        int code = library_repair(path, out, &rr);
+        int code = refuse_unless_remembered(&before, out);
         if (code) {
             free(before.v);
             return code;
         }
-        if (before.ok && restore_generations(path, table_offset, hwm, &before, out) >= 0)
-            fprintf(out, "  corrected: the unclean shutdown (back to commit %" PRIu64 "); "
-                         "live ids %" PRIu64 " before, %" PRIu64 " after\n",
-                    epoch, before.live, rr.objects_live);
-        else
-            fprintf(out, "  could not read the table before and after the repair: live ids "
-                         "not compared, generations not restored\n");
+        sal_recovery_report rr;
+        memset(&rr, 0, sizeof rr);
+        code = library_repair(path, out, &rr);
+        if (!code && restore_generations(path, table_offset, hwm, &before, out) < 0)
+            code = GC_EXIT_OPERATIONAL;
         free(before.v);
+        if (code)
+            return code;
+        fprintf(out, "  corrected: the unclean shutdown (back to commit %" PRIu64 "); "
+                     "live ids %" PRIu64 " before, %" PRIu64 " after\n",
+                epoch, before.live, rr.objects_live);
         /* Torn volatile slots are invisible to the library's report. */
         gc_report m2;
         gc_report_init(&m2, o);
@@ -511,12 +561,10 @@ int gc_repair_path(const char *path, const gc_options *o, const gc_repair_option
     remember_table(path, table_offset, hwm, &before);
     sal_recovery_report rr;
     memset(&rr, 0, sizeof rr);
-    if ((code = library_repair(path, out, &rr))) {
-        free(before.v);
-        return code;
-    }
-    if (!before.ok || restore_generations(path, table_offset, hwm, &before, out) < 0)
-        fprintf(out, "  could not restore the table's generations\n");
+    if (!(code = refuse_unless_remembered(&before, out)) &&
+        !(code = library_repair(path, out, &rr)) &&
+        restore_generations(path, table_offset, hwm, &before, out) < 0)
+        code = GC_EXIT_OPERATIONAL;
     free(before.v);
-    return finish(path, o, out);
+    return code ? code : finish(path, o, out);
 }

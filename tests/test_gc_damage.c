@@ -368,6 +368,18 @@ static void test_dangling_child_released(void **state)
     fx_done(&fx);
 }
 
+/* The damage of the generation tests: U's free entry has handed out
+ * generations up to 7, and E's count is wrong. */
+static void damage_generations(fixture *fx)
+{
+    const char *p = fx->ctx->path;
+    uint64_t eu = lay_entry(p, &fx->l, fx->g.u);
+    assert_true(eu & SAL_ENTRY_FREE);
+    lay_set_entry(p, &fx->l, fx->g.u, sal_entry_make_free(sal_entry_loc(eu), 7));
+    uint64_t e = lay_entry(p, &fx->l, fx->g.e);
+    lay_set_entry(p, &fx->l, fx->g.e, sal_entry_loc(e) | (3ull << SAL_ENTRY_RC_SHIFT));
+}
+
 /* The library's repair takes a free entry's generation from the newest
  * committed header of its index, which can be older than the last id it
  * handed out (here: U's entry has handed out generations up to 7 since);
@@ -377,16 +389,60 @@ static void test_repair_keeps_generations(void **state)
     fixture fx;
     fx_build(state, &fx);
     const char *p = fx.ctx->path;
-    uint64_t eu = lay_entry(p, &fx.l, fx.g.u);
-    assert_true(eu & SAL_ENTRY_FREE);
-    lay_set_entry(p, &fx.l, fx.g.u, sal_entry_make_free(sal_entry_loc(eu), 7));
-    uint64_t e = lay_entry(p, &fx.l, fx.g.e);
-    lay_set_entry(p, &fx.l, fx.g.e, sal_entry_loc(e) | (3ull << SAL_ENTRY_RC_SHIFT));
+    damage_generations(&fx);
     gc_expect_damage(p, "refcount-mismatch", 1);
     assert_int_equal(fx_repair_and_compare(&fx, 0, 0), 0);
     uint64_t after = lay_entry(p, &fx.l, fx.g.u);
     assert_true(after & SAL_ENTRY_FREE);
     assert_int_equal(after >> SAL_ENTRY_RC_SHIFT, 7);
+    fx_done(&fx);
+}
+
+/* If the table cannot be read before the library's repair, the free
+ * entries' generations could not be put back after it: repair refuses
+ * (exit 8) and writes nothing; a repair that can read it keeps them. */
+static void test_repair_refused_without_table(void **state)
+{
+    fixture fx;
+    fx_build(state, &fx);
+    const char *p = fx.ctx->path;
+    damage_generations(&fx);
+    uint64_t h1, s1, h2, s2;
+    TU_OK(tu_hash_file(p, &h1, &s1));
+    char *out = malloc(GC_OUT_BYTES);
+    setenv("SAL_GC_TEST_FAIL", "remember-table", 1);
+    int code = gc_run(out, GC_OUT_BYTES, "repair", p);
+    unsetenv("SAL_GC_TEST_FAIL");
+    GC_EXPECT(code, 8, out);
+    assert_non_null(strstr(out, "REFUSED: could not read the object table before the repair "
+                                "(Input/output error)"));
+    TU_OK(tu_hash_file(p, &h2, &s2));
+    assert_true(h1 == h2 && s1 == s2);
+    free(out);
+    assert_int_equal(fx_repair_and_compare(&fx, 0, 0), 0);
+    assert_int_equal(lay_entry(p, &fx.l, fx.g.u) >> SAL_ENTRY_RC_SHIFT, 7);
+    fx_done(&fx);
+}
+
+/* If the generations cannot be checked after the library's repair, repair
+ * says so, names the step and the error, and exits 8 (not "corrected");
+ * the library's part is done and the heap checks clean. */
+static void test_repair_generations_unchecked(void **state)
+{
+    fixture fx;
+    fx_build(state, &fx);
+    const char *p = fx.ctx->path;
+    damage_generations(&fx);
+    char *out = malloc(GC_OUT_BYTES);
+    setenv("SAL_GC_TEST_FAIL", "restore-generations", 1);
+    int code = gc_run(out, GC_OUT_BYTES, "repair", p);
+    unsetenv("SAL_GC_TEST_FAIL");
+    GC_EXPECT(code, 8, out);
+    assert_non_null(strstr(out, "FAILED to check the generations of the free table entries"));
+    assert_non_null(strstr(out, "(open: Input/output error)"));
+    assert_null(strstr(out, "exit 1"));
+    gc_expect_clean(p);
+    free(out);
     fx_done(&fx);
 }
 
@@ -434,6 +490,8 @@ int main(int argc, char **argv)
         TU_TEST(test_dangling_child_stale),
         TU_TEST(test_dangling_child_released),
         TU_TEST(test_repair_keeps_generations),
+        TU_TEST(test_repair_refused_without_table),
+        TU_TEST(test_repair_generations_unchecked),
         TU_TEST(test_dry_run),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

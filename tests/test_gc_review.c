@@ -194,6 +194,43 @@ static void test_unclean_damage_refused(void **state)
     snap_free(&before);
 }
 
+/* The repair at once of an unclean heap: if the table cannot be read
+ * before the library's repair, it refuses and writes nothing; if the
+ * generations cannot be checked after it, it says so and exits 8, not
+ * "corrected". */
+static void test_unclean_generations_failures(void **state)
+{
+    tu_ctx *c = *state;
+    gc_sound g;
+    gc_layout l;
+    gc_snap before;
+    build(state, &g, &l, &before);
+    uint64_t eu = lay_entry(c->path, &l, g.u);
+    assert_true(eu & SAL_ENTRY_FREE);
+    lay_set_entry(c->path, &l, g.u, sal_entry_make_free(sal_entry_loc(eu), 7));
+    make_unclean(c->path);
+    uint64_t h0, s0, h1, s1;
+    TU_OK(tu_hash_file(c->path, &h0, &s0));
+    char *out = malloc(GC_OUT_BYTES);
+    setenv("SAL_GC_TEST_FAIL", "remember-table", 1);
+    int code = gc_run(out, GC_OUT_BYTES, "repair", c->path);
+    GC_EXPECT(code, 8, out);
+    assert_non_null(strstr(out, "REFUSED: could not read the object table"));
+    TU_OK(tu_hash_file(c->path, &h1, &s1));
+    assert_true(h0 == h1 && s0 == s1);
+    setenv("SAL_GC_TEST_FAIL", "restore-generations", 1);
+    code = gc_run(out, GC_OUT_BYTES, "repair", c->path);
+    unsetenv("SAL_GC_TEST_FAIL");
+    GC_EXPECT(code, 8, out);
+    assert_non_null(strstr(out, "repairing it at once"));
+    assert_non_null(strstr(out, "FAILED to check the generations"));
+    assert_null(strstr(out, "corrected:"));
+    gc_expect_clean(c->path);
+    expect_kept(c->path, &before, 0);
+    free(out);
+    snap_free(&before);
+}
+
 static void test_slot_short_file_bytes(void **state)
 {
     tu_ctx *c = *state;
@@ -340,6 +377,7 @@ int main(int argc, char **argv)
         TU_TEST(test_table_located_stale_dead),
         TU_TEST(test_unclean_stale_reference),
         TU_TEST(test_unclean_damage_refused),
+        TU_TEST(test_unclean_generations_failures),
         TU_TEST(test_slot_short_file_bytes),
         TU_TEST(test_slot_protect_no_durable),
         TU_TEST(test_live_behind_damage),
