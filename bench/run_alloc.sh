@@ -3,7 +3,8 @@
 #
 # Runs `salbench alloc` and peer_alloc_{glibc,jemalloc,mimalloc} (and
 # mimalloc again with MIMALLOC_LARGE_OS_PAGES=1, the peer to beat) with 1 and
-# 2 threads through hyperfine: RUNS rounds, each round one hyperfine call
+# 2 threads, and bench/churn_floor (the least work a churn can do through an
+# id table and through a pointer; one thread) through hyperfine: RUNS rounds, each round one hyperfine call
 # that runs every configuration once, so the configurations alternate and
 # share the machine's drift.  Each command's key=value line is captured into
 # a raw file, hyperfine's wall/user/system times are added from its CSV
@@ -136,6 +137,18 @@ for p in "${PEER_NAMES[@]}"; do
         CFGS+=("$p|$(printf '%q ' "$bin" -n "$N" -w "$W")-t")
     fi
 done
+# The churn floor (built beside salbench; one thread only).
+FLOOR=$(dirname "$SALBENCH")/churn_floor
+if [ "$SALBENCH_GIVEN" = 0 ] && [ -f "$ROOT/build/CMakeCache.txt" ]; then
+    cmake --build "$ROOT/build" --target churn_floor >&2 || die "building churn_floor failed"
+fi
+if [ -x "$FLOOR" ]; then
+    for m in table pointer; do
+        CFGS+=("floor_$m|$(printf '%q ' "$FLOOR" -n "$N" -w "$W" --resolve "$m")")
+    done
+else
+    echo "run_alloc.sh: no churn_floor beside salbench: the floor rows stay empty" >&2
+fi
 if [ ${#MISSING[@]} -gt 0 ]; then
     echo "run_alloc.sh: peers not available: ${MISSING[*]}" >&2
     echo "$HOW_TO_INSTALL" >&2
@@ -157,14 +170,18 @@ for r in $(seq 1 "$RUNS"); do
     # or right after the same neighbour.
     all=()
     for t in $THREADS; do
-        for c in "${CFGS[@]}"; do all+=("$t|$c"); done
+        for c in "${CFGS[@]}"; do
+            case $c in floor_*) [ "$t" = 1 ] || continue ;; esac
+            all+=("$t|$c")
+        done
     done
     args=()
     for ((k = 0; k < ${#all[@]}; k++)); do
         e=${all[$(((k + r - 1) % ${#all[@]}))]}
         t=${e%%|*} c=${e#*|}
         name=${c%%|*} cmd=${c#*|}
-        args+=(-n "${name}_t$t" "$(printf '%q' "$TMP/run1") ${name}_t$t $r $cmd $t")
+        case $name in floor_*) ;; *) cmd="$cmd $t" ;; esac # the others end in -t
+        args+=(-n "${name}_t$t" "$(printf '%q' "$TMP/run1") ${name}_t$t $r $cmd")
     done
     echo "# round $r/$RUNS" >&2
     hyperfine --runs 1 --style basic -i --prepare "$WARM" --export-csv "$TMP/round$r.csv" \
@@ -236,6 +253,13 @@ END {
         }
         printf "\n"
     }
+    # What an id table costs at the least (bench/churn_floor.c).
+    ft = med("floor_table_t1", "p2_churn_ns"); fp = med("floor_pointer_t1", "p2_churn_ns")
+    mc = med("mimalloc_t1", "p2_churn_ns"); sc = med("sal_t1", "p2_churn_ns")
+    printf "\n| p2_churn_ns, 1 thread | median | vs mimalloc | sal vs it |\n|---|---|---|---|\n"
+    printf "| sal | %s | %s | - |\n", fmt(sc), fmtr(ratio(sc, mc))
+    printf "| floor through an id table | %s | %s | %s |\n", fmt(ft), fmtr(ratio(ft, mc)), fmtr(ratio(sc, ft))
+    printf "| floor through a pointer | %s | %s | %s |\n", fmt(fp), fmtr(ratio(fp, mc)), fmtr(ratio(sc, fp))
     printf "\n| sal only | threads | median |\n|---|---|---|\n"
     ns = split("p1_cpu_ns file_mib disk_mib alloc_waits payload_mib rss_end_mib close_ms", so, " ")
     for (f = 1; f <= ns; f++) for (j = 1; j <= nt; j++)
@@ -251,6 +275,11 @@ END {
         if (cs == "") msg = "sal did not run"
         else if (compared == 0) msg = "no peer ran: nothing to compare"
         printf "| checksum | %s | %s |\n", t, msg == "" ? "same as every peer" : "**" msg "**"
+    }
+    for (m = 1; m <= 2; m++) {
+        fl = m == 1 ? "floor_table" : "floor_pointer"; cf = med(fl "_t1", "checksum")
+        if (cf != "")
+            printf "| checksum | %s | %s |\n", fl, cf == med("sal_t1", "checksum") ? "same as sal" : "**differs from sal**"
     }
     printf "| failed runs | all | %d |\n", fails + 0
     printf "\n| gate (shared/spec/benchmarks.md) | ratio | bar | result |\n|---|---|---|---|\n"
