@@ -692,6 +692,69 @@ static void full_table_reused_after_commit(tu_ctx *c, unsigned ready_segments)
 static void full_table_by_provider(void **state) { full_table_reused_after_commit(*state, 4); }
 static void full_table_by_commit(void **state) { full_table_reused_after_commit(*state, 0); }
 
+/* The provider's id release: it tells the test when it has taken the
+ * heap's list, then holds it for a while before moving any of it. */
+typedef struct held_release {
+    _Atomic int taken;
+} held_release;
+
+static void hold_provider_release(void *arg, int by_provider)
+{
+    held_release *hr = arg;
+    if (!by_provider || atomic_exchange(&hr->taken, 1))
+        return;
+    nanosleep(&(struct timespec){0, 100 * 1000 * 1000}, NULL);
+}
+
+/* A full table whose released ids a closed session handed to the heap's
+ * list: after the next commit the provider takes the whole list to move
+ * it to the pool.  A session out of ids meanwhile found the pool empty
+ * and its own move found no list: SAL_ENOIDS, although every id was about
+ * to be free.  It must wait for the provider's move. */
+static void full_table_while_provider_moves(void **state)
+{
+    tu_ctx *c = *state;
+    sal_options o = tu_small_options();
+    o.max_objects = 4096;
+    sal_session *s;
+    sal_heap *h = tu_create_with(c, &o, &s);
+    held_release hr = {0};
+    TU_SKIP_WITHOUT_HOOK(sal_test_ids_release_hook(NULL, NULL), h, s);
+    sal_id *ids = calloc(o.max_objects + 1, sizeof *ids);
+    assert_non_null(ids);
+    void *p;
+    uint32_t n = 0;
+    int rc;
+    TU_OK(sal_write_begin(s));
+    while ((rc = sal_alloc(s, 16, 0, 0, &ids[n], &p)) == 0)
+        n++;
+    TU_OK(sal_write_end(s));
+    TU_ERR(rc, SAL_ENOIDS);
+    TU_OK(sal_sync(h, SAL_SYNC_PROTECT));
+    for (uint32_t i = 0; i < n; i++)
+        TU_OK(sal_release(s, ids[i]));
+    TU_OK(sal_session_close(s)); /* its released ids go to the heap's list */
+    TU_OK(sal_session_open(h, &s));
+    TU_OK(sal_test_ids_release_hook(hold_provider_release, &hr));
+    TU_OK(sal_sync(h, SAL_SYNC_PROTECT)); /* the commit after the release */
+    double deadline = tu_now() + 10;
+    while (!atomic_load(&hr.taken) && tu_now() < deadline)
+        nanosleep(&(struct timespec){0, 1000 * 1000}, NULL);
+    assert_true(atomic_load(&hr.taken)); /* the provider holds the list */
+    TU_OK(sal_write_begin(s));
+    rc = sal_alloc(s, 16, 0, 0, &ids[0], &p);
+    TU_OK(sal_write_end(s));
+    TU_OK(sal_test_ids_release_hook(NULL, NULL));
+    if (rc)
+        fail_msg("%u ids released and committed over, the provider moving them: "
+                 "sal_alloc said %d (%s)", n, rc, sal_strerror(rc));
+    TU_OK(sal_write_begin(s));
+    TU_OK(sal_release(s, ids[0]));
+    TU_OK(sal_write_end(s));
+    free(ids);
+    tu_close_all(h, s);
+}
+
 /* The last block of fresh ids of the largest table ends at index 2^32:
  * a session that closes with ids of it unused gives them back to the
  * pool (they once wrapped to an empty block and stayed lost until the
@@ -996,6 +1059,7 @@ int main(int argc, char **argv)
         TU_TEST(mass_release_by_commit),
         TU_TEST(full_table_by_provider),
         TU_TEST(full_table_by_commit),
+        TU_TEST(full_table_while_provider_moves),
         TU_TEST(last_id_block_given_back),
         TU_TEST(space_reused_after_release),
         TU_TEST(chain_10m),

@@ -78,6 +78,30 @@ void sal_id_recycle_slow(sal_session *s, sal_id next, int committed)
     s->free_ids[s->free_len++] = next;
 }
 
+/* A session out of ids on a full table: if a release is moving ids to the
+ * pool (the provider's takes the heap's whole list, so the session's own
+ * found nothing), wait until the pool has some or the release is done.
+ * The provider does not pause for commits while a session waits (a
+ * commit's cut may be waiting for this session's write section).
+ * Returns 1 if it waited (look again), 0 if no release was moving ids. */
+static int wait_for_moving_ids(sal_heap *h)
+{
+    if (atomic_load(&h->pending_ids_moving) == 0)
+        return 0;
+    atomic_fetch_add(&h->provider_waiters, 1);
+    unsigned spins = 0;
+    for (;;) {
+        pthread_mutex_lock(&h->free_ids_lock);
+        size_t pooled = h->free_ids.len;
+        pthread_mutex_unlock(&h->free_ids_lock);
+        if (pooled || atomic_load(&h->pending_ids_moving) == 0)
+            break;
+        sal_backoff(&spins);
+    }
+    atomic_fetch_sub(&h->provider_waiters, 1);
+    return 1;
+}
+
 int sal_ids_refill(sal_session *s)
 {
     sal_heap *h = s->heap;
@@ -103,11 +127,15 @@ again:
         if (start >= h->max_objects) {
             /* The table is full.  Ids whose commit was written may still
              * wait for the background thread to move them: move them now,
-             * once, before saying so. */
-            if (moved)
+             * once, before saying so; and while another release (the
+             * provider's) holds ids it has not moved yet, wait for them. */
+            if (!moved) {
+                moved = 1;
+                sal_pending_ids_release(h, 0);
+                goto again;
+            }
+            if (!wait_for_moving_ids(h))
                 return SAL_ENOIDS;
-            moved = 1;
-            sal_pending_ids_release(h, 0);
             goto again;
         }
         end = start + SAL_ID_BATCH;

@@ -238,9 +238,10 @@ struct sal_heap {
     int provider_error;                /* last preparation failure (errno) */
     int provider_preparing;            /* the provider prepares a segment it
                                           took, not ready yet (seg_lock) */
-    _Atomic int segment_waiters;       /* sessions waiting for that one: the
-                                          provider does not wait for commits
-                                          meanwhile (sal_segment_take) */
+    _Atomic int provider_waiters;      /* sessions waiting for the provider's
+                                          work (the segment it prepares, the
+                                          ids it moves): it does not wait for
+                                          commits meanwhile */
     int commit_in_flight;              /* between a cut and its commit's end:
                                           no segment is reclaimed */
     int rewrites_in_flight;            /* the same, while a rewrite after a
@@ -343,6 +344,10 @@ int sal_test_cut_hook(void (*fn)(void *, int), void *arg);
 /* session.c, test builds (ENOSYS otherwise): while `on`, every id vector
  * that must grow fails with SAL_ENOMEM. */
 int sal_test_id_vec_fail(int on);
+/* sync.c, test builds (ENOSYS otherwise): call fn(arg, by_provider) in
+ * sal_pending_ids_release right after it took a non-empty list, before
+ * any of it is moved to the pool.  NULL removes it. */
+int sal_test_ids_release_hook(void (*fn)(void *, int), void *arg);
 /* A retired segment whose live bytes are zero becomes pending. */
 void sal_segment_claim_if_empty(sal_heap *h, uint64_t seg);
 /* The session gives its arena back: kept as partial (keep_partial, a

@@ -156,7 +156,7 @@ static void segment_reset(sal_segment *g, int state)
  * So each step of a preparation starts only while no commit runs. */
 void sal_provider_wait_for_commit(sal_heap *h)
 {
-    while (atomic_load(&h->commit_running) && !atomic_load(&h->segment_waiters))
+    while (atomic_load(&h->commit_running) && !atomic_load(&h->provider_waiters))
         nanosleep(&(struct timespec){0, 200000}, NULL);
 }
 
@@ -415,10 +415,10 @@ again:;
          * until it is ready rather than fail.  Meanwhile the provider does
          * not wait for commits (a commit's cut may be waiting for this
          * session's write section). */
-        atomic_fetch_add(&h->segment_waiters, 1);
+        atomic_fetch_add(&h->provider_waiters, 1);
         while (h->provider_preparing)
             pthread_cond_wait(&h->seg_cond, &h->seg_lock);
-        atomic_fetch_sub(&h->segment_waiters, 1);
+        atomic_fetch_sub(&h->provider_waiters, 1);
         goto again;
     }
     /* No segment to be had (a full disk, the reservation used up): a

@@ -71,7 +71,31 @@ static void cut_hook_run(int where)
     if (fn)
         fn(atomic_load(&cut_hook_arg), where);
 }
+
+static void (*_Atomic ids_release_hook)(void *, int);
+static void *_Atomic ids_release_hook_arg;
+
+int sal_test_ids_release_hook(void (*fn)(void *, int), void *arg)
+{
+    atomic_store(&ids_release_hook_arg, arg);
+    atomic_store(&ids_release_hook, fn);
+    return 0;
+}
+
+static void ids_release_hook_run(int by_provider)
+{
+    void (*fn)(void *, int) = atomic_load(&ids_release_hook);
+    if (fn)
+        fn(atomic_load(&ids_release_hook_arg), by_provider);
+}
 #else
+int sal_test_ids_release_hook(void (*fn)(void *, int), void *arg)
+{
+    (void)fn;
+    (void)arg;
+    return ENOSYS;
+}
+static void ids_release_hook_run(int by_provider) { (void)by_provider; }
 int sal_test_cut_hook(void (*fn)(void *, int), void *arg)
 {
     (void)fn;
@@ -540,6 +564,8 @@ void sal_pending_ids_release(sal_heap *h, int by_provider)
     /* Added, not stored: a session out of ids may move them too. */
     atomic_fetch_add(&h->pending_ids_moving, len);
     pthread_mutex_unlock(&h->pending_lock);
+    if (len)
+        ids_release_hook_run(by_provider);
 
     size_t keep = 0; /* entries not ready yet to the front */
     for (size_t i = 0; i < len; i++)
