@@ -3,8 +3,8 @@
 #
 # Runs `salbench alloc` and peer_alloc_{glibc,jemalloc,mimalloc} (and
 # mimalloc again with MIMALLOC_LARGE_OS_PAGES=1, the peer to beat) with 1 and
-# 2 threads, and bench/churn_floor (the least work a churn can do through an
-# id table and through a pointer; one thread) through hyperfine: RUNS rounds, each round one hyperfine call
+# 2 threads, and bench/churn_floor (the least work a churn can do through
+# an id table and through a pointer; one thread) through hyperfine: RUNS rounds, each round one hyperfine call
 # that runs every configuration once, so the configurations alternate and
 # share the machine's drift.  Each command's key=value line is captured into
 # a raw file, hyperfine's wall/user/system times are added from its CSV
@@ -19,7 +19,8 @@
 #   -n N, -w W  workload size (default 10000000 and 1000000, as the peers)
 #   -R RUNS     rounds (default 3; env RUNS)
 #   -b PATH     the salbench binary (default build/bench/salbench; env
-#               SALBENCH)
+#               SALBENCH); churn_floor is taken from beside it.  Neither
+#               is rebuilt then: build that tree first.
 #   -m GIB      touch GIB GiB of memory right before each measured command
 #               (bench/warm_memory.c says why; default 4, 0 for none; env
 #               WARM_GIB).  Not timed.
@@ -279,7 +280,7 @@ END {
     for (m = 1; m <= 2; m++) {
         fl = m == 1 ? "floor_table" : "floor_pointer"; cf = med(fl "_t1", "checksum")
         if (cf != "")
-            printf "| checksum | %s | %s |\n", fl, cf == med("sal_t1", "checksum") ? "same as sal" : "**differs from sal**"
+            printf "| checksum | %s | %s |\n", fl, med("sal_t1", "checksum") == "" ? "sal did not run" : cf == med("sal_t1", "checksum") ? "same as sal" : "**differs from sal**"
     }
     printf "| failed runs | all | %d |\n", fails + 0
     printf "\n| gate (shared/spec/benchmarks.md) | ratio | bar | result |\n|---|---|---|---|\n"

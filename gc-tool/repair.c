@@ -193,24 +193,42 @@ failed:
     if (fd >= 0)
         close(fd);
     fprintf(out, "  FAILED to check the generations of the free table entries after the "
-                 "library's repair (%s: %s): the repair is otherwise done, but if it lowered "
-                 "any, ids released before it can be handed out again, and a stale id kept "
-                 "outside the heap would then name a new object instead of failing with "
-                 "SAL_ESTALE\n", step, strerror(err ? err : EIO));
+                 "library's repair (%s: %s): the rest of the repair goes on, but if it "
+                 "lowered any, ids released before it can be handed out again, and a stale "
+                 "id kept outside the heap would then name a new object instead of failing "
+                 "with SAL_ESTALE (exit 8)\n", step, strerror(err ? err : EIO));
     return -1;
 }
 
 /* Before the library's repair: the table's free entries must be known, or
- * their generations would be lost for good.  Returns 0, or the exit code
- * after saying why nothing was written. */
-static int refuse_unless_remembered(const table_memory *m, FILE *out)
+ * a generation the repair lowered could not be put back.  Returns 0 (go
+ * on; with --force even without them), or the exit code after saying why
+ * nothing was written. */
+static int refuse_unless_remembered(const table_memory *m, int force, FILE *out)
 {
     if (m->ok)
         return 0;
-    fprintf(out, "  REFUSED: could not read the object table before the repair (%s); the "
-                 "repair would lose the generations of released ids.  Nothing was "
-                 "written.\n", strerror(m->err));
+    if (force) {
+        fprintf(out, "  warning: could not read the object table before the repair (%s); "
+                     "going on (--force): a generation the library's repair lowers would "
+                     "stay lowered\n", strerror(m->err));
+        return 0;
+    }
+    fprintf(out, "  REFUSED: could not read the object table before the repair (%s); "
+                 "without it a generation the library's repair lowers could not be put "
+                 "back.  Nothing was written; `sal-gc repair --force` repairs anyway.\n",
+            strerror(m->err));
     return GC_EXIT_OPERATIONAL;
+}
+
+/* After the library's repair: put the generations back (if they were
+ * read).  Returns 0, or -1 after saying what failed. */
+static int generations_after_repair(const char *path, uint64_t table_offset, uint64_t hwm,
+                                    const table_memory *m, FILE *out)
+{
+    if (!m->ok)
+        return 0; /* --force without them: said before */
+    return restore_generations(path, table_offset, hwm, m, out) < 0 ? -1 : 0;
 }
 
 static void print_recovery(FILE *out, const sal_recovery_report *rr)
@@ -489,7 +507,7 @@ int gc_repair_path(const char *path, const gc_options *o, const gc_repair_option
                      "checks it before)\n");
         table_memory before;
         remember_table(path, table_offset, hwm, &before);
-        int code = refuse_unless_remembered(&before, out);
+        int code = refuse_unless_remembered(&before, ro->force, out);
         if (code) {
             free(before.v);
             return code;
@@ -497,11 +515,15 @@ int gc_repair_path(const char *path, const gc_options *o, const gc_repair_option
         sal_recovery_report rr;
         memset(&rr, 0, sizeof rr);
         code = library_repair(path, out, &rr);
-        if (!code && restore_generations(path, table_offset, hwm, &before, out) < 0)
-            code = GC_EXIT_OPERATIONAL;
+        int unrestored = !code && generations_after_repair(path, table_offset, hwm, &before, out);
         free(before.v);
         if (code)
             return code;
+        if (unrestored) {
+            /* sal-gc's own fixes still apply; the exit says what failed. */
+            (void)finish(path, o, out);
+            return GC_EXIT_OPERATIONAL;
+        }
         fprintf(out, "  corrected: the unclean shutdown (back to commit %" PRIu64 "); "
                      "live ids %" PRIu64 " before, %" PRIu64 " after\n",
                 epoch, before.live, rr.objects_live);
@@ -561,10 +583,13 @@ int gc_repair_path(const char *path, const gc_options *o, const gc_repair_option
     remember_table(path, table_offset, hwm, &before);
     sal_recovery_report rr;
     memset(&rr, 0, sizeof rr);
-    if (!(code = refuse_unless_remembered(&before, out)) &&
-        !(code = library_repair(path, out, &rr)) &&
-        restore_generations(path, table_offset, hwm, &before, out) < 0)
-        code = GC_EXIT_OPERATIONAL;
+    if ((code = refuse_unless_remembered(&before, ro->force, out)) ||
+        (code = library_repair(path, out, &rr))) {
+        free(before.v);
+        return code;
+    }
+    int unrestored = generations_after_repair(path, table_offset, hwm, &before, out);
     free(before.v);
-    return code ? code : finish(path, o, out);
+    code = finish(path, o, out); /* sal-gc's own fixes, either way */
+    return unrestored ? GC_EXIT_OPERATIONAL : code;
 }

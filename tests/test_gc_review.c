@@ -214,6 +214,7 @@ static void test_unclean_generations_failures(void **state)
     char *out = malloc(GC_OUT_BYTES);
     setenv("SAL_GC_TEST_FAIL", "remember-table", 1);
     int code = gc_run(out, GC_OUT_BYTES, "repair", c->path);
+    unsetenv("SAL_GC_TEST_FAIL");
     GC_EXPECT(code, 8, out);
     assert_non_null(strstr(out, "REFUSED: could not read the object table"));
     TU_OK(tu_hash_file(c->path, &h1, &s1));

@@ -80,26 +80,34 @@ void sal_id_recycle_slow(sal_session *s, sal_id next, int committed)
 
 /* A session out of ids on a full table: if a release is moving ids to the
  * pool (the provider's takes the heap's whole list, so the session's own
- * found nothing), wait until the pool has some or the release is done.
+ * found nothing), wait until the pool has some or no release moves any.
  * The provider does not pause for commits while a session waits (a
  * commit's cut may be waiting for this session's write section).
- * Returns 1 if it waited (look again), 0 if no release was moving ids. */
+ * Returns 1 if the pool has ids now (look again), 0 if not and none are
+ * on their way. */
 static int wait_for_moving_ids(sal_heap *h)
 {
-    if (atomic_load(&h->pending_ids_moving) == 0)
-        return 0;
-    atomic_fetch_add(&h->provider_waiters, 1);
+    int waiting = 0, found;
     unsigned spins = 0;
     for (;;) {
+        /* The count first: a release moves ids into the pool and lowers
+         * it in the same hold of the pool's lock, so once it reads 0 the
+         * pool below holds whatever was moved. */
+        size_t moving = atomic_load(&h->pending_ids_moving);
         pthread_mutex_lock(&h->free_ids_lock);
-        size_t pooled = h->free_ids.len;
+        found = h->free_ids.len != 0;
         pthread_mutex_unlock(&h->free_ids_lock);
-        if (pooled || atomic_load(&h->pending_ids_moving) == 0)
+        if (found || moving == 0)
             break;
+        if (!waiting) {
+            waiting = 1;
+            atomic_fetch_add(&h->provider_waiters, 1);
+        }
         sal_backoff(&spins);
     }
-    atomic_fetch_sub(&h->provider_waiters, 1);
-    return 1;
+    if (waiting)
+        atomic_fetch_sub(&h->provider_waiters, 1);
+    return found;
 }
 
 int sal_ids_refill(sal_session *s)
