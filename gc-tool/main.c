@@ -89,7 +89,9 @@ static void usage_repair(FILE *out)
             "  --check-first  check an unclean heap before repairing it too\n"
             "  --force        repair even when reachable objects that only the object table\n"
             "                 still locates would be lost (the library's sweep stops at a\n"
-            "                 damaged header); refused otherwise\n"
+            "                 damaged header), or when the object table could not be read\n"
+            "                 before the repair (its free entries' generations); refused\n"
+            "                 otherwise\n"
             "\n"
             "exit: 0 nothing to repair, 1 corrected, 4 damage left (or refused), 8 error\n",
             prog);
