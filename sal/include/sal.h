@@ -330,7 +330,11 @@ SAL_API int sal_read_end(sal_session *session);
  * with two sessions of one heap may hold a write section on each, but while
  * a sync of that heap waits for the first to end, beginning the second
  * returns SAL_EBUSY instead of waiting for that sync (which would wait for
- * ever). */
+ * ever).  After 2^31 write sections without a commit, sal_write_begin()
+ * makes a protect-mode sal_sync() before it begins (a header's 32-bit seal
+ * must never match an old section's), and returns that sync's error if it
+ * fails (SAL_EBUSY if this thread holds a write section on another
+ * session). */
 SAL_API int sal_write_begin(sal_session *session);
 SAL_API int sal_write_end(sal_session *session);
 

@@ -277,7 +277,14 @@ struct sal_heap {
     _Atomic uint64_t reader_mask[SAL_MAX_READERS / 64];
     _Atomic uint64_t sessions_open, readers_open;
     _Atomic uint64_t section_epoch;                /* starts at 1 */
-    _Atomic uint32_t write_token_next;
+    /* Write tokens: the low 32 bits of this count (a header's seal is 32
+     * bits).  A seal matters only on an uncommitted object, and every
+     * object is committed at a cut, so tokens are unique where it matters
+     * while fewer than 2^32 are handed out between two cuts: a section
+     * that would take one 2^31 or more past the count at the last cut
+     * makes a protect-mode commit first (sal_write_begin). */
+    _Atomic uint64_t write_token_next;
+    _Atomic uint64_t write_token_at_cut;
     sal_section_slot *slots;                       /* SAL_SECTION_SLOTS */
     /* counts of sessions that have closed, folded in */
     _Atomic int64_t closed_live_objects, closed_live_bytes;

@@ -301,6 +301,10 @@ static int cut_take(sal_heap *h, cut *c, int mode, sal_id *roots_out)
                                ? s->roots[r]
                                : SAL_NULL_ID;
     }
+    /* Every object is below a mark now: its seal no longer matters, and
+     * the tokens of the sections to come count from here.  (Writers are
+     * out, so no token is being taken.) */
+    atomic_store(&h->write_token_at_cut, atomic_load(&h->write_token_next));
     cut_hook_run(SAL_TEST_HOOK_IN_CUT);
     if (!err)
         atomic_store(&h->cut_epoch, s->epoch);
