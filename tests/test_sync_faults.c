@@ -1615,6 +1615,275 @@ static void fresh_ids_after_kill_not_leaked(void **state)
         fail_msg("after a clean reopen: %" PRIu64 " live ids, 1 object reachable", st.live_objects);
 }
 
+/* The same as writeback_records_lost_then_kill, with a segment-table copy
+ * of more than one page (more than 128 segments).  The failing process's
+ * rewrite makes the copy's pages dirty again; the next process's durable
+ * commits flushed only the records that differed from the page cache, so
+ * a dirty page outside them was not flushed before the slot, and after a
+ * power cut the slot's copy did not match: open fell back to the commit
+ * before one that had returned 0.  Every durable commit now flushes its
+ * whole copy.  (_narrow: the same with one page of records.) */
+enum { WIDE_BIG = 140 };
+typedef struct wide_out {
+    int step, rc;
+    sal_id m, hold;
+} wide_out;
+
+static int wide_child(void *argp)
+{
+    child_arg *a = argp;
+    wide_out out;
+    memset(&out, 0, sizeof out);
+    sal_options o = small_options();
+    sal_heap *h;
+    sal_session *s;
+    sal_id x = SAL_NULL_ID, id;
+    void *p;
+    int rc = 0, nbig = a->variant;
+    if ((rc = sal_os_powercut_arm(a->shadow, -1))) {
+        out.step = 1;
+        goto send;
+    }
+    if ((rc = sal_heap_open(a->path, &o, &h)) ||
+        (rc = sal_session_open(h, &s)) || (rc = sal_write_begin(s))) {
+        out.step = 2;
+        goto send;
+    }
+    if ((rc = sal_alloc(s, 8, 0, 1, &out.m, &p))) {
+        out.step = 3;
+        goto send;
+    }
+    *(uint64_t *)p = 0x6d61726b;
+    if ((rc = sal_alloc(s, 8u * (unsigned)nbig, (unsigned)nbig, 2, &out.hold,
+                        &p))) {
+        out.step = 4;
+        goto send;
+    }
+    for (int i = 0; i < nbig; i++) {
+        /* One per 1 MiB segment.  The second to last is X, alone in a full
+         * segment past the first page of records. */
+        if ((rc = sal_alloc(s, 600u << 10, 0, 3, &id, &p))) {
+            out.step = 5;
+            goto send;
+        }
+        if (i == nbig - 2) {
+            x = id;
+            rc = sal_root_set(s, 2, id);
+        } else
+            rc = sal_set_child(s, out.hold, (unsigned)i, id);
+        if (rc) {
+            out.step = 6;
+            goto send;
+        }
+    }
+    sal_id hold = out.hold;
+    if ((rc = sal_root_set(s, 0, out.m)) || (rc = sal_root_set(s, 1, hold)) ||
+        (rc = sal_write_end(s)) || (rc = sal_session_close(s))) {
+        out.step = 7;
+        goto send;
+    }
+    if ((rc = sal_sync(h, SAL_SYNC_DURABLE))) {
+        out.step = 8;
+        goto send;
+    } /* D1: copy 0 */
+    /* X dies: its segment's record changes (copy 1 gets it at D2). */
+    if ((rc = sal_session_open(h, &s)) || (rc = sal_write_begin(s)) ||
+        (rc = sal_root_set(s, 2, SAL_NULL_ID)) || (rc = sal_write_end(s)) ||
+        (rc = sal_session_close(s))) {
+        out.step = 9;
+        goto send;
+    }
+    (void)x;
+    if ((rc = sal_sync(h, SAL_SYNC_DURABLE))) {
+        out.step = 10;
+        goto send;
+    } /* D2: copy 1 */
+    /* Nothing new; its records go to copy 0, which holds D1's: the record
+     * of X's segment changes on the copy's second page.  The flush fails. */
+    sal_os_fault_set(SAL_OS_MSYNC, EIO, 0, 1);
+    rc = sal_sync(h, SAL_SYNC_DURABLE);
+    sal_os_fault_clear_all();
+    if (rc != EIO) {
+        out.step = 11;
+        goto send;
+    }
+    rc = 0;
+send:
+    out.rc = rc;
+    if (write(a->wfd, &out, sizeof out) != (ssize_t)sizeof out)
+        return 3;
+    return 0; /* killed: no close */
+}
+
+static void set_root3(sal_heap *h, sal_session *s, int to_hold)
+{
+    sal_id id = SAL_NULL_ID;
+    TU_OK(sal_write_begin(s));
+    if (to_hold)
+        TU_OK(sal_root_get(s, 1, &id));
+    TU_OK(sal_root_set(s, 3, id));
+    TU_OK(sal_write_end(s));
+    TU_OK(sal_sync(h, SAL_SYNC_DURABLE));
+}
+
+static void wide_records_run(tu_ctx *c, int nbig)
+{
+    NEED_HOOKS();
+    char shadow[600];
+    heap_and_shadow(c, shadow, sizeof shadow);
+    child_arg a = {c->path, shadow, nbig, -1};
+    wide_out out;
+    run_child(wide_child, &a, &a.wfd, &out, sizeof out);
+    if (out.step)
+        fail_msg("child step %d rc %d (%s)", out.step, out.rc,
+                 sal_strerror(out.rc));
+
+    sal_heap *h = next_process_open(c, shadow); /* its durable commit: copy 0 */
+    sal_session *s;
+    TU_OK(sal_session_open(h, &s));
+    set_root3(h, s, 1); /* p3, copy 1: root 3 = the holder */
+    set_root3(h, s, 0); /* p4, copy 0: root 3 empty again; returned 0 */
+    size_t len;
+    uint8_t *img = power_cut_image(c->path, shadow, &len);
+    TU_OK(sal_session_close(s));
+    TU_OK(sal_heap_close(h));
+    power_cut_write(c->path, img, len);
+
+    sal_options o = small_options();
+    o.flags = SAL_OPEN_READONLY;
+    sal_os_boot_id_override(other_boot);
+    int rc = sal_heap_open(c->path, &o, &h);
+    sal_os_boot_id_override(NULL);
+    if (rc)
+        fail_msg("open after the power cut: %d (%s)", rc, sal_strerror(rc));
+    sal_session *r;
+    TU_OK(sal_reader_open(h, &r));
+    sal_id r0, r3;
+    TU_OK(sal_root_get(r, 0, &r0));
+    TU_OK(sal_root_get(r, 3, &r3));
+    print_message(
+        "wide records (%d big objects): after the power cut root0=%#" PRIx64
+        " (marker %#" PRIx64 ") root3=%#" PRIx64 " (want 0: p4 returned 0)\n",
+        nbig, r0, out.m, r3);
+    if (r0)
+        sal_release(r, r0);
+    if (r3)
+        sal_release(r, r3);
+    TU_OK(sal_session_close(r));
+    TU_OK(sal_heap_close(h));
+    if (r3 != SAL_NULL_ID)
+        fail_msg("the last durable commit (root 3 emptied) is lost after the "
+                 "power cut: "
+                 "the one before it was opened");
+}
+
+static void writeback_records_lost_then_kill_wide(void **state)
+{
+    wide_records_run(*state, WIDE_BIG);
+}
+
+static void writeback_records_lost_then_kill_narrow(void **state)
+{
+    wide_records_run(*state, 100);
+}
+
+/* Pages lost before their commit (as writeback_lost_before_commit), the
+ * error taken and handled by the failing commit; the retry's rewrite of
+ * what it makes read-only fails (pwrite), so the retry fails.  The next
+ * durable commit used to write again only its own new ranges, flush the
+ * lost pages (clean: nothing written) and return 0.  A commit that fails
+ * after write-back errors now makes the next one write again everything
+ * since the last durable commit. */
+static void writeback_rewrite_fails_then_durable(void **state)
+{
+    NEED_HOOKS();
+    tu_ctx *c = *state;
+    wb_ctx w;
+    wb_start(c, &w);
+    wb_hook k = {&w, 0, 0};
+    TU_OK(sal_test_cut_hook(wb_late_changes, &k));
+    phase_out po;
+    assert_int_equal(do_sync(w.h, w.reader, SAL_SYNC_DURABLE, &po), 0);
+    TU_OK(sal_test_cut_hook(NULL, NULL));
+    sal_os_fault_clear_all();
+    assert_true(k.done);
+    TU_OK(k.rc);
+    TU_ERR(po.rc, EIO);
+    /* The retry: its rewrite of the late changes' pages fails. */
+    sal_os_fault_set(SAL_OS_PWRITE, EIO, 0, 1);
+    assert_int_equal(do_sync(w.h, w.reader, SAL_SYNC_DURABLE, &po), 0);
+    sal_os_fault_clear_all();
+    print_message("retry with a failing rewrite: %d (%s)\n", po.rc,
+                  sal_strerror(po.rc));
+    assert_int_not_equal(po.rc, 0);
+    /* The next durable commit. */
+    assert_int_equal(do_sync(w.h, w.reader, SAL_SYNC_DURABLE, &po), 0);
+    TU_OK(po.rc);
+    w.retry = po.state;
+    wb_power_cut(c, &w, "a rewrite failed, then a durable commit");
+}
+
+/* As writeback_rewrite_fails_then_durable, but the retry fails in its
+ * mprotect step after protecting the lost pages' range (a second range, in
+ * the next segment, fails). */
+static void wb_late_changes_spill(void *arg, int where)
+{
+    wb_hook *k = arg;
+    if (where != SAL_TEST_HOOK_FLUSH || k->done)
+        return;
+    /* First move the arena to another segment (garbage), then the late
+     * changes there, their pages lost: that segment comes first in the
+     * protect list, the old arena's tail second. */
+    sal_session *s = k->w->s;
+    int64_t seg = s->arena_segment;
+    if ((k->rc = sal_write_begin(s)))
+        return;
+    for (int i = 0; i < 8 && s->arena_segment == seg && !k->rc; i++) {
+        sal_id id;
+        void *p;
+        if (!(k->rc = sal_alloc(s, 300u << 10, 0, 9, &id, &p)))
+            k->rc = sal_release(s, id);
+    }
+    if (!k->rc)
+        k->rc = sal_write_end(s);
+    if (k->rc)
+        return;
+    if (s->arena_segment == seg || s->arena_segment > seg) {
+        k->rc = -2; /* not the order wanted: proves nothing */
+        return;
+    }
+    wb_late_changes(arg, where);
+}
+
+static void writeback_mprotect_fails_then_durable(void **state)
+{
+    NEED_HOOKS();
+    tu_ctx *c = *state;
+    wb_ctx w;
+    wb_start(c, &w);
+    wb_hook k = {&w, 0, 0};
+    TU_OK(sal_test_cut_hook(wb_late_changes_spill, &k));
+    phase_out po;
+    assert_int_equal(do_sync(w.h, w.reader, SAL_SYNC_DURABLE, &po), 0);
+    TU_OK(sal_test_cut_hook(NULL, NULL));
+    sal_os_fault_clear_all();
+    assert_true(k.done);
+    TU_OK(k.rc);
+    TU_ERR(po.rc, EIO);
+    sal_os_fault_set(SAL_OS_MPROTECT, ENOMEM, 1, 1); /* the second range */
+    assert_int_equal(do_sync(w.h, w.reader, SAL_SYNC_DURABLE, &po), 0);
+    sal_os_fault_clear_all();
+    print_message("retry with a failing second mprotect: %d (%s)\n", po.rc,
+                  sal_strerror(po.rc));
+    assert_int_not_equal(po.rc, 0);
+    assert_int_equal(do_sync(w.h, w.reader, SAL_SYNC_DURABLE, &po), 0);
+    TU_OK(po.rc);
+    w.retry = po.state;
+    wb_power_cut(
+        c, &w,
+        "an mprotect failed after the first range, then a durable commit");
+}
+
 int main(int argc, char **argv)
 {
     tu_init(argc, argv);
@@ -1644,6 +1913,10 @@ int main(int argc, char **argv)
         FAULT_TEST(writeback_error_taken_by_provider_then_kill),
         FAULT_TEST(writeback_records_lost_then_kill),
         FAULT_TEST(fresh_ids_after_kill_not_leaked),
+        FAULT_TEST(writeback_records_lost_then_kill_narrow),
+        FAULT_TEST(writeback_records_lost_then_kill_wide),
+        FAULT_TEST(writeback_rewrite_fails_then_durable),
+        FAULT_TEST(writeback_mprotect_fails_then_durable),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

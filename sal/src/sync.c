@@ -366,26 +366,25 @@ static int write_records(sal_heap *h, cut *c, unsigned target, range *range_out)
     uint64_t n = c->slot.segments_high_water;
     uint64_t base = segtab_copy_offset(h, target);
     sal_segment_record *rec = (sal_segment_record *)(h->base + base);
-    uint64_t lo = UINT64_MAX, hi = 0;
-    for (uint64_t i = 0; i < n; i++) {
-        if (memcmp(&rec[i], &c->records[i], sizeof rec[i]) != 0) {
+    /* Only the records that changed are stored: a page that stays the same
+     * stays clean. */
+    for (uint64_t i = 0; i < n; i++)
+        if (memcmp(&rec[i], &c->records[i], sizeof rec[i]) != 0)
             rec[i] = c->records[i];
-            if (i < lo)
-                lo = i;
-            hi = i + 1;
-        }
-    }
     c->slot.segtab_checksum = sal_crc32c(0, c->records, n * sizeof *c->records);
-    if (hi == 0)
-        lo = hi = 0;
     if (atomic_load(&h->writeback_failed) && n > 0) {
-        lo = 0, hi = n;
         int err = sal_os_rewrite(h->fd, rec, base, n * sizeof *rec);
         if (err)
             return err;
     }
-    range_out->offset = base + lo * sizeof *rec;
-    range_out->length = hi > lo ? (hi - lo) * sizeof *rec : SAL_PAGE_BYTES;
+    /* The whole copy is flushed, not only the records that differ from the
+     * page cache: the cache may hold records that never reached the disk
+     * (a commit that failed after writing them, a process killed before
+     * its flush, a rewrite after a write-back error), and the slot vouches
+     * for every record.  Flushing clean pages writes nothing: the copy is
+     * 32 bytes a segment, a page per 128 segments. */
+    range_out->offset = base;
+    range_out->length = n > 0 ? n * sizeof *rec : SAL_PAGE_BYTES;
     return 0;
 }
 
@@ -780,6 +779,12 @@ int sal_commit(sal_heap *h, int mode, int clean, sal_id *roots_out)
 flush_failed:
     writeback_failed(h, copy, copy_bytes);
 done:
+    /* After write-back errors, a commit that failed may have made ranges
+     * read-only (its marks moved) without writing them again (its rewrite
+     * or a later mprotect failed): the next commit writes again all since
+     * the last durable commit, not only its own ranges. */
+    if (err && atomic_load(&h->writeback_failed))
+        h->writeback_redirtied = 0;
     atomic_store(&h->commit_running, 0);
     /* Segments may be reclaimed again (provider.c, reclaim_locked). */
     pthread_mutex_lock(&h->seg_lock);
