@@ -451,6 +451,68 @@ static void set_child_when_old_free_fails(void **state)
 
 /* Write access to a child is asked of its writable parent: a parent that
  * is shared, committed, or only writable in an earlier section is not. */
+/* Publishing ends the section's grants.  W -> C, both allocated in the
+ * section; W is published and a reader takes it.  W itself is refused
+ * (shared), and C, whose own count is 1, must be refused too: readers
+ * reach it through W.  Before, C passed on its own and a reader's
+ * snapshot changed in place. */
+static void publish_ends_grants(void **state)
+{
+    tu_ctx *c = *state;
+    sal_session *s, *r;
+    sal_heap *h = tu_open_small(c, &s);
+    TU_OK(sal_reader_open(h, &r));
+    for (int cas = 0; cas < 2; cas++) {
+        sal_id w, ch, x, snap, kept;
+        void *p;
+        const void *q;
+        TU_OK(sal_write_begin(s));
+        TU_OK(sal_alloc(s, 8, 1, 0, &w, &p));
+        TU_OK(sal_alloc(s, 8, 1, 0, &ch, &p));
+        TU_OK(sal_set_child(s, w, 0, ch));
+        TU_OK(sal_retain(s, w));
+        if (cas) {
+            TU_OK(sal_root_get(s, 0, &kept));
+            TU_OK(sal_root_cas(s, 0, kept, w));
+            assert_true(kept == SAL_NULL_ID); /* emptied by the first round */
+        } else {
+            TU_OK(sal_root_set(s, 0, w));
+        }
+        TU_OK(sal_root_get(r, 0, &snap));
+        assert_true(snap == w);
+        TU_ERR(sal_set_child(s, w, 0, SAL_NULL_ID), SAL_ENOTWRITABLE);
+        TU_OK(sal_alloc(s, 8, 0, 0, &x, &p));
+        TU_ERR(sal_set_child(s, ch, 0, x), SAL_ENOTWRITABLE);
+        TU_ERR(sal_write_child(s, ch, 0, NULL, &p), SAL_ENOTWRITABLE);
+        /* x, allocated after the publication, is granted; and the path
+         * from the root is copied as usual. */
+        TU_OK(sal_write(s, &x, &p));
+        sal_id w2 = w;
+        TU_OK(sal_write(s, &w2, &p));
+        assert_true(w2 != w);
+        sal_id c2;
+        TU_OK(sal_write_child(s, w2, 0, &c2, &p));
+        assert_true(c2 != ch);
+        TU_OK(sal_set_child(s, c2, 0, x));
+        TU_OK(sal_write_end(s));
+        /* The reader's snapshot is as published: C's slot is empty. */
+        TU_OK(sal_read_begin(r));
+        TU_OK(sal_read(r, snap, &q));
+        assert_true(*(const sal_id *)q == ch);
+        TU_OK(sal_read(r, ch, &q));
+        assert_true(*(const sal_id *)q == SAL_NULL_ID);
+        TU_OK(sal_read_end(r));
+        TU_OK(sal_release(r, snap));
+        TU_OK(sal_write_begin(s));
+        TU_OK(sal_root_set(s, 0, SAL_NULL_ID));
+        TU_OK(sal_write_end(s));
+        TU_OK(sal_release(s, w2));
+    }
+    assert_int_equal(tu_stats(h).live_objects, 0);
+    TU_OK(sal_session_close(r));
+    tu_close_all(h, s);
+}
+
 /* A write token is 32 bits in a header's seal.  2^32 sections after an
  * object was granted, the same token would come round again and make the
  * old object look granted in the new section (an unshared, uncommitted
@@ -739,6 +801,7 @@ int main(int argc, char **argv)
         TU_TEST(set_child_when_old_free_fails),
         TU_TEST(parent_not_writable),
         TU_TEST(token_wrap_not_granted),
+        TU_TEST(publish_ends_grants),
         TU_TEST(path_copy_under_snapshot),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1666,18 +1666,16 @@ static int wide_child(void *argp)
             out.step = 5;
             goto send;
         }
-        if (i == nbig - 2) {
-            x = id;
-            rc = sal_root_set(s, 2, id);
-        } else
-            rc = sal_set_child(s, out.hold, (unsigned)i, id);
-        if (rc) {
+        if (i == nbig - 2)
+            x = id; /* published below: publishing ends the section's grants */
+        else if ((rc = sal_set_child(s, out.hold, (unsigned)i, id))) {
             out.step = 6;
             goto send;
         }
     }
     sal_id hold = out.hold;
-    if ((rc = sal_root_set(s, 0, out.m)) || (rc = sal_root_set(s, 1, hold)) ||
+    if ((rc = sal_root_set(s, 2, x)) || (rc = sal_root_set(s, 0, out.m)) ||
+        (rc = sal_root_set(s, 1, hold)) ||
         (rc = sal_write_end(s)) || (rc = sal_session_close(s))) {
         out.step = 7;
         goto send;
@@ -1693,7 +1691,6 @@ static int wide_child(void *argp)
         out.step = 9;
         goto send;
     }
-    (void)x;
     if ((rc = sal_sync(h, SAL_SYNC_DURABLE))) {
         out.step = 10;
         goto send;

@@ -325,7 +325,8 @@ SAL_API int sal_read_end(sal_session *session);
 
 /* Write sections (allocating sessions only).  A write section is also a
  * read section.  Pointers from sal_alloc(), sal_write() and
- * sal_write_child() are valid, and writable, until sal_write_end().  Write
+ * sal_write_child() are valid until sal_write_end(), and writable until
+ * then or until the section publishes a root (sal_root_set()).  Write
  * sections do not nest; a read section may be opened inside one.  A thread
  * with two sessions of one heap may hold a write section on each, but while
  * a sync of that heap waits for the first to end, beginning the second
@@ -406,8 +407,8 @@ SAL_API int sal_release(sal_session *session, sal_id id);
  * a copy is made under a new id (children retained by the copy), your
  * reference to the old object is released, and *id_inout becomes the new
  * id, which you now hold.  *ptr_out is writable until the write section
- * ends; the object is then "writable in this section", which is what
- * sal_write_child() asks of a parent.
+ * ends or publishes a root; the object is then "writable in this section",
+ * which is what sal_write_child() asks of a parent.
  *
  * If a child of the object to copy cannot be retained (its id is dangling:
  * damage, or a count released once too often), the error is the one that
@@ -456,15 +457,25 @@ SAL_API int sal_root_get(sal_session *session, unsigned root, sal_id *id_out);
  * root's previous object is released.  `id` may be SAL_NULL_ID to empty
  * the root.  On any error nothing changed and `id` is still yours; a
  * trouble freeing the previous object is not the call's (see
- * sal_set_child()). */
+ * sal_set_child()).
+ *
+ * Publishing ends the write access granted so far in this write section:
+ * readers may reach `id` and everything below it from now on, so nothing
+ * granted before is written in place any more (sal_write_child() and
+ * sal_set_child() on it return SAL_ENOTWRITABLE; an object no one else
+ * reaches is granted again, in place, by sal_write()).  Do not write
+ * through pointers obtained before the publication.  The same holds if you
+ * hand a retained id to another thread yourself: do it after the write
+ * section that wrote the object, or write nothing under it afterwards. */
 SAL_API int sal_root_set(sal_session *session, unsigned root, sal_id id);
 
 /* Publish `desired` only if root `root` is `expected`: otherwise
  * SAL_ECONFLICT and nothing changes (you keep your reference to desired).
  * Needs a write section, like sal_root_set().
  * On success your reference to `desired` passes to the root and the
- * root's reference to `expected` is released.  As for sal_root_set(), any
- * error means nothing changed. */
+ * root's reference to `expected` is released, and, as with
+ * sal_root_set(), the write access granted so far in the section ends.
+ * As for sal_root_set(), any error means nothing changed. */
 SAL_API int sal_root_cas(sal_session *session, unsigned root, sal_id expected,
                          sal_id desired);
 

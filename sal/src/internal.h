@@ -420,6 +420,11 @@ static inline int sal_session_check(sal_session *s)
     return 0;
 }
 
+/* session.c: the section's grants end (a publication: what was granted
+ * may be reachable from a root now); the section goes on with a new token,
+ * under which nothing is granted yet. */
+void sal_write_grants_end(sal_session *s);
+
 /* roots.c: wait for every sal_root_get() in flight now to end.  A get
  * that read a root before it was replaced may land its count on the old
  * object after its other holder was granted it in place, and gives it back

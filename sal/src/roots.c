@@ -112,6 +112,10 @@ int sal_root_set(sal_session *s, unsigned root, sal_id id)
     if ((err = root_value_check(s, id)))
         return err;
     sal_id old = atomic_exchange(&s->heap->roots[root], id);
+    /* Readers may reach `id` and what lies below it from now on: nothing
+     * granted before is written in place any more in this section (a
+     * child granted under `id` has a count of 1 and would pass on its own). */
+    sal_write_grants_end(s);
     /* The root owns `id` now: an error would tell the caller it still does
      * (see sal_set_child). */
     if (old != SAL_NULL_ID)
@@ -128,6 +132,7 @@ int sal_root_cas(sal_session *s, unsigned root, sal_id expected, sal_id desired)
         return err;
     if (!atomic_compare_exchange_strong(&s->heap->roots[root], &expected, desired))
         return SAL_ECONFLICT;
+    sal_write_grants_end(s); /* as in sal_root_set */
     if (expected != SAL_NULL_ID)
         (void)sal_release_internal(s, expected);
     return 0;

@@ -276,6 +276,19 @@ static int take_write_token(sal_heap *h, uint32_t *token_out)
     }
 }
 
+void sal_write_grants_end(sal_session *s)
+{
+    uint64_t t;
+    do
+        t = atomic_fetch_add(&s->heap->write_token_next, 1);
+    while ((uint32_t)t == 0);
+    /* No window check here: a commit would wait for this very section.
+     * Tokens taken this way run past the window only by the number of
+     * publications in one section, and the next sal_write_begin() of any
+     * session commits first. */
+    s->write_token = (uint32_t)t;
+}
+
 int sal_write_begin(sal_session *s)
 {
     int err = sal_session_check(s);
