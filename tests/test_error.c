@@ -233,6 +233,9 @@ static void null_arguments(void **state)
     TU_OK(sal_write_end(e.s));
     assert_int_not_equal(sal_read_begin(NULL), 0);
     assert_int_not_equal(sal_write_begin(NULL), 0);
+    /* The two calls that return no error code. */
+    sal_options_init(NULL);
+    assert_int_equal(sal_max_object_bytes(NULL), 0);
     env_close(&e);
 }
 

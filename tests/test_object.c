@@ -692,6 +692,57 @@ static void full_table_reused_after_commit(tu_ctx *c, unsigned ready_segments)
 static void full_table_by_provider(void **state) { full_table_reused_after_commit(*state, 4); }
 static void full_table_by_commit(void **state) { full_table_reused_after_commit(*state, 0); }
 
+/* A reader that releases the last reference: the ids must reach the
+ * allocating sessions.  They went to the reader's private stack (or its
+ * batch of committed ids), which only the reader could spend, and a full
+ * table said SAL_ENOIDS with nothing alive until the reader closed.  Both
+ * kinds: uncommitted objects (free at once) and committed ones (free
+ * after the next commit). */
+static void full_table_released_by_reader(void **state)
+{
+    tu_ctx *c = *state;
+    sal_options o = tu_small_options();
+    o.max_objects = 1024;
+    sal_session *s, *r;
+    sal_heap *h = tu_create_with(c, &o, &s);
+    TU_OK(sal_reader_open(h, &r));
+    sal_id *ids = calloc(o.max_objects + 1, sizeof *ids);
+    assert_non_null(ids);
+    for (int committed = 0; committed < 2; committed++) {
+        void *p;
+        uint32_t n = 0;
+        int rc;
+        TU_OK(sal_write_begin(s));
+        while ((rc = sal_alloc(s, 16, 0, 0, &ids[n], &p)) == 0)
+            n++;
+        TU_OK(sal_write_end(s));
+        TU_ERR(rc, SAL_ENOIDS);
+        if (committed)
+            TU_OK(sal_sync(h, SAL_SYNC_PROTECT));
+        for (uint32_t i = 0; i < n; i++)
+            TU_OK(sal_release(r, ids[i]));
+        assert_int_equal(tu_stats(h).live_objects, 0);
+        if (committed)
+            TU_OK(sal_sync(h, SAL_SYNC_PROTECT)); /* the commit after */
+        uint32_t again = 0;
+        TU_OK(sal_write_begin(s));
+        while (again < n && (rc = sal_alloc(s, 16, 0, 0, &ids[again], &p)) == 0)
+            again++;
+        TU_OK(sal_write_end(s));
+        if (again < n)
+            fail_msg("committed %d: %u objects released by a reader, then %d (%s) after "
+                     "%u new ones", committed, n, rc, sal_strerror(rc), again);
+        TU_OK(sal_write_begin(s));
+        for (uint32_t i = 0; i < again; i++)
+            TU_OK(sal_release(s, ids[i]));
+        TU_OK(sal_write_end(s));
+        TU_OK(sal_sync(h, SAL_SYNC_PROTECT));
+    }
+    free(ids);
+    TU_OK(sal_session_close(r));
+    tu_close_all(h, s);
+}
+
 /* The provider's id release: it tells the test when it has taken the
  * heap's list, then holds it for a while before moving any of it. */
 typedef struct held_release {
@@ -1063,6 +1114,7 @@ int main(int argc, char **argv)
         TU_TEST(full_table_by_provider),
         TU_TEST(full_table_by_commit),
         TU_TEST(full_table_while_provider_moves),
+        TU_TEST(full_table_released_by_reader),
         TU_TEST(last_id_block_given_back),
         TU_TEST(space_reused_after_release),
         TU_TEST(chain_10m),

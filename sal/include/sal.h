@@ -231,7 +231,7 @@ typedef struct sal_options {
     unsigned flags;
 } sal_options;
 
-/* Fill `opt` with the defaults above. */
+/* Fill `opt` with the defaults above (nothing if `opt` is NULL). */
 SAL_API void sal_options_init(sal_options *opt);
 
 /* Create a new heap file at `path` (it must not exist: EEXIST) and open it
@@ -296,7 +296,7 @@ SAL_API int sal_heap_recovery_report(const sal_heap *heap, sal_recovery_report *
  * half-written). */
 SAL_API int sal_heap_close(sal_heap *heap);
 
-/* The largest payload one object may have on this heap. */
+/* The largest payload one object may have on this heap (0 for NULL). */
 SAL_API uint64_t sal_max_object_bytes(const sal_heap *heap);
 
 /* ------------------------------------------------------------------------
@@ -370,8 +370,10 @@ typedef struct sal_object_info {
     uint32_t type;       /* the tag given at allocation */
     uint32_t refcount;   /* references at this instant (saturated counts
                             read as SAL_REFCOUNT_SATURATED) */
-    int committed;       /* 1 if the object is part of a commit (and so
-                            immutable), 0 if it is new since the last one */
+    int committed;       /* 1 if the object lies in committed memory (and
+                            so is immutable: it was allocated before the
+                            last commit, reachable or not), 0 if it is new
+                            since the last one */
 } sal_object_info;
 #define SAL_REFCOUNT_SATURATED 16777215u
 
@@ -591,6 +593,14 @@ SAL_API int sal_heap_stats_get(sal_heap *heap, sal_heap_stats *out);
  *   per open heap (MAP_NORESERVE; it costs no RAM until used).
  * - Objects larger than a segment are refused (SAL_ETOOBIG); choose
  *   segment_bytes at create for the largest object you need.
+ * - A closed heap, session or reader is freed memory, like a freed
+ *   pointer: calls on it (a second close included) are not detected.
+ * - Ids carry no mark of their heap: an id of one heap used on another
+ *   names whatever object has that index and generation there, if any.
+ * - An allocating session keeps up to 8192 freed ids for itself, and the
+ *   ids of committed objects it released (up to 65 535) until its next
+ *   release after a commit or its close: on a full table another session
+ *   may get SAL_ENOIDS while they wait.  Close sessions you no longer use.
  */
 
 #ifdef __cplusplus

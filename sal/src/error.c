@@ -14,7 +14,7 @@ const char *sal_strerror(int err)
     case SAL_ELOCKED: return "sal heap is open in another handle or process (a writer needs it alone; read-only opens share it)";
     case SAL_EUNCLEAN: return "sal heap was not closed cleanly and must be recovered first";
     case SAL_EINVAL: return "invalid argument";
-    case SAL_EBADID: return "invalid id (null, or outside the object table)";
+    case SAL_EBADID: return "invalid id (null, outside the object table, or never handed out)";
     case SAL_ESTALE: return "stale id (its object was released)";
     case SAL_ETOOBIG: return "object larger than the largest object of this heap";
     case SAL_ESESSIONS: return "too many allocating sessions open (64)";

@@ -26,6 +26,8 @@ uint64_t sal_now_unix_ns(void)
 
 void sal_options_init(sal_options *opt)
 {
+    if (!opt)
+        return;
     memset(opt, 0, sizeof *opt);
     opt->reserve_bytes = SAL_DEFAULT_RESERVE_BYTES;
     opt->segment_bytes = SAL_DEFAULT_SEGMENT_BYTES;
@@ -36,6 +38,8 @@ void sal_options_init(sal_options *opt)
 
 uint64_t sal_max_object_bytes(const sal_heap *h)
 {
+    if (!h)
+        return 0;
     uint64_t max = h->segment_bytes - sizeof(sal_object_header);
     return max > UINT32_MAX ? UINT32_MAX : max;
 }

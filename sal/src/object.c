@@ -304,5 +304,14 @@ int sal_release(sal_session *s, sal_id id)
         return err;
     if (s->heap->readonly)
         return readonly_check(s->heap, id);
-    return release(s, id);
+    err = release(s, id);
+    /* A reader never allocates: the ids of what died in its hands go to
+     * the heap at once (a whole tree's in one go), not to a private stack
+     * where allocating sessions would never find them (SAL_ENOIDS on a
+     * full table with nothing alive). */
+    if (s->kind == SAL_KIND_READER && (s->free_len || s->pending_ids.len)) {
+        sal_session_flush_ids(s);
+        sal_pending_ids_handover(s);
+    }
+    return err;
 }
