@@ -743,6 +743,64 @@ static void full_table_released_by_reader(void **state)
     tu_close_all(h, s);
 }
 
+/* The same for the counts a reader's sal_root_get gives back: when a
+ * writer replaced and released the root between the get's retain and its
+ * look at the root again, the count given back is the last one, and the
+ * object dies in the reader's hands.  Its ids must not stay with the
+ * reader.  (A writer publishes and empties root 0 in a loop for a second;
+ * the reader looks after each get.) */
+typedef struct root_flipper {
+    sal_heap *h;
+    _Atomic int stop;
+} root_flipper;
+
+static void *flip_root(void *arg)
+{
+    root_flipper *t = arg;
+    sal_session *s;
+    TU_OK(sal_session_open(t->h, &s));
+    while (!atomic_load(&t->stop)) {
+        sal_id n;
+        void *p;
+        TU_OK(sal_write_begin(s));
+        TU_OK(sal_alloc(s, 8, 0, 0, &n, &p));
+        TU_OK(sal_root_set(s, 0, n));
+        TU_OK(sal_write_end(s));
+        TU_OK(sal_write_begin(s));
+        TU_OK(sal_root_set(s, 0, SAL_NULL_ID));
+        TU_OK(sal_write_end(s));
+    }
+    TU_OK(sal_session_close(s));
+    return NULL;
+}
+
+static void root_get_give_back_hands_ids(void **state)
+{
+    tu_ctx *c = *state;
+    sal_session *s, *r;
+    sal_heap *h = tu_open_small(c, &s);
+    TU_OK(sal_reader_open(h, &r));
+    root_flipper t = {.h = h};
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, flip_root, &t), 0);
+    unsigned long gets = 0, kept = 0;
+    double end = tu_now() + 1;
+    while (tu_now() < end) {
+        sal_id id;
+        TU_OK(sal_root_get(r, 0, &id));
+        gets++;
+        kept += r->free_len + r->pending_ids.len != 0;
+        if (id != SAL_NULL_ID)
+            TU_OK(sal_release(r, id));
+    }
+    atomic_store(&t.stop, 1);
+    pthread_join(th, NULL);
+    TU_OK(sal_session_close(r));
+    tu_close_all(h, s);
+    if (kept)
+        fail_msg("%lu of %lu gets left ids with the reader", kept, gets);
+}
+
 /* The provider's id release: it tells the test when it has taken the
  * heap's list, then holds it for a while before moving any of it. */
 typedef struct held_release {
@@ -1115,6 +1173,7 @@ int main(int argc, char **argv)
         TU_TEST(full_table_by_commit),
         TU_TEST(full_table_while_provider_moves),
         TU_TEST(full_table_released_by_reader),
+        TU_TEST(root_get_give_back_hands_ids),
         TU_TEST(last_id_block_given_back),
         TU_TEST(space_reused_after_release),
         TU_TEST(chain_10m),

@@ -331,11 +331,7 @@ SAL_API int sal_read_end(sal_session *session);
  * with two sessions of one heap may hold a write section on each, but while
  * a sync of that heap waits for the first to end, beginning the second
  * returns SAL_EBUSY instead of waiting for that sync (which would wait for
- * ever).  After 2^31 write sections without a commit, sal_write_begin()
- * makes a protect-mode sal_sync() before it begins (a header's 32-bit seal
- * must never match an old section's), and returns that sync's error if it
- * fails (SAL_EBUSY if this thread holds a write section on another
- * session). */
+ * ever). */
 SAL_API int sal_write_begin(sal_session *session);
 SAL_API int sal_write_end(sal_session *session);
 
@@ -348,7 +344,8 @@ SAL_API int sal_write_end(sal_session *session);
  * section.  The child slots come zeroed (SAL_NULL_ID); the rest of the
  * payload is uninitialised.  `size_bytes` must be at least 8 * nrefs.
  * You get the only reference (*id_out) and a writable pointer (*ptr_out,
- * 8-byte aligned) valid until the end of the write section.
+ * 8-byte aligned) valid until the end of the write section (writable until
+ * then, or until the section publishes a root: see sal_root_set()).
  *
  * Errors: SAL_ETOOBIG, SAL_EINVAL, SAL_ENOSECTION, SAL_EREADONLY,
  * SAL_EFULL, SAL_ENOIDS, ENOSPC (disk full) or another errno. */
@@ -466,9 +463,10 @@ SAL_API int sal_root_get(sal_session *session, unsigned root, sal_id *id_out);
  * granted before is written in place any more (sal_write_child() and
  * sal_set_child() on it return SAL_ENOTWRITABLE; an object no one else
  * reaches is granted again, in place, by sal_write()).  Do not write
- * through pointers obtained before the publication.  The same holds if you
- * hand a retained id to another thread yourself: do it after the write
- * section that wrote the object, or write nothing under it afterwards. */
+ * through pointers obtained before the publication.  This holds for the
+ * write sections of all sessions of the calling thread.  If you hand an id
+ * to another thread yourself, do it after the write section that wrote the
+ * object, or write nothing under it afterwards: sal does not see it. */
 SAL_API int sal_root_set(sal_session *session, unsigned root, sal_id id);
 
 /* Publish `desired` only if root `root` is `expected`: otherwise
@@ -597,6 +595,12 @@ SAL_API int sal_heap_stats_get(sal_heap *heap, sal_heap_stats *out);
  *   pointer: calls on it (a second close included) are not detected.
  * - Ids carry no mark of their heap: an id of one heap used on another
  *   names whatever object has that index and generation there, if any.
+ * - The mark that makes an object writable in a write section is 32 bits:
+ *   2^32 write sections later it comes round again, and an object still
+ *   uncommitted and unshared that carries it would pass as a writable
+ *   parent in a section that never granted it.  A program that asks for
+ *   write access before it writes through a parent, as documented, is not
+ *   affected; only such a misuse could then go undetected.
  * - An allocating session keeps up to 8192 freed ids for itself, and the
  *   ids of committed objects it released (up to 65 535) until its next
  *   release after a commit or its close: on a full table another session

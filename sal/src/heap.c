@@ -255,7 +255,6 @@ static int load_state(sal_heap *h, const sal_segment_record *rec)
     atomic_store(&h->ids_high_water, h->committed.ids_high_water);
     atomic_store(&h->section_epoch, 1);
     atomic_store(&h->write_token_next, 1);
-    atomic_store(&h->write_token_at_cut, 1);
     atomic_store(&h->commit_epoch, h->committed.epoch);
     atomic_store(&h->durable_epoch, h->committed.epoch);
     atomic_store(&h->cut_epoch, h->committed.epoch);

@@ -277,14 +277,7 @@ struct sal_heap {
     _Atomic uint64_t reader_mask[SAL_MAX_READERS / 64];
     _Atomic uint64_t sessions_open, readers_open;
     _Atomic uint64_t section_epoch;                /* starts at 1 */
-    /* Write tokens: the low 32 bits of this count (a header's seal is 32
-     * bits).  A seal matters only on an uncommitted object, and every
-     * object is committed at a cut, so tokens are unique where it matters
-     * while fewer than 2^32 are handed out between two cuts: a section
-     * that would take one 2^31 or more past the count at the last cut
-     * makes a protect-mode commit first (sal_write_begin). */
-    _Atomic uint64_t write_token_next;
-    _Atomic uint64_t write_token_at_cut;
+    _Atomic uint32_t write_token_next;
     sal_section_slot *slots;                       /* SAL_SECTION_SLOTS */
     /* counts of sessions that have closed, folded in */
     _Atomic int64_t closed_live_objects, closed_live_bytes;
@@ -420,10 +413,12 @@ static inline int sal_session_check(sal_session *s)
     return 0;
 }
 
-/* session.c: the section's grants end (a publication: what was granted
- * may be reachable from a root now); the section goes on with a new token,
- * under which nothing is granted yet. */
-void sal_write_grants_end(sal_session *s);
+/* session.c: a publication by `s`: what was granted may be reachable
+ * from a root now.  The grants of every write section of the calling
+ * thread end (another session of the thread may have granted what `s`
+ * publishes); each goes on with a new token, under which nothing is
+ * granted yet. */
+void sal_publication_ends_grants(sal_session *s);
 
 /* roots.c: wait for every sal_root_get() in flight now to end.  A get
  * that read a root before it was replaced may land its count on the old
@@ -496,6 +491,8 @@ void sal_pending_ids_handover(sal_session *s);
 /* Wait while a cut is in progress (write_begin). */
 void sal_cut_wait(sal_heap *h);
 void sal_thread_write_sections_add(int delta);
+/* How many write sections (of any heap) the calling thread holds. */
+int sal_thread_write_sections(void);
 /* Is the calling thread inside a write section of `h` (through any of its
  * sessions)?  A commit's cut waits for it, so this thread must not wait for
  * that cut. */

@@ -273,9 +273,23 @@ SAL_HOT int release(sal_session *s, sal_id id)
     return died <= 0 ? died : object_die(s, id, hdr, 0);
 }
 
+/* A reader never allocates: the ids of what died in its hands go to the
+ * heap at once (a whole tree's in one go), not to a private stack where
+ * allocating sessions would never find them (SAL_ENOIDS on a full table
+ * with nothing alive). */
+static void reader_ids_to_heap(sal_session *s)
+{
+    if (s->kind == SAL_KIND_READER && (s->free_len || s->pending_ids.len)) {
+        sal_session_flush_ids(s);
+        sal_pending_ids_handover(s);
+    }
+}
+
 int sal_release_internal(sal_session *s, sal_id id)
 {
-    return release(s, id);
+    int err = release(s, id);
+    reader_ids_to_heap(s); /* a reader's sal_root_get gives counts back */
+    return err;
 }
 
 /* A read-only heap is mapped read-only and nothing in it can die, so
@@ -305,13 +319,6 @@ int sal_release(sal_session *s, sal_id id)
     if (s->heap->readonly)
         return readonly_check(s->heap, id);
     err = release(s, id);
-    /* A reader never allocates: the ids of what died in its hands go to
-     * the heap at once (a whole tree's in one go), not to a private stack
-     * where allocating sessions would never find them (SAL_ENOIDS on a
-     * full table with nothing alive). */
-    if (s->kind == SAL_KIND_READER && (s->free_len || s->pending_ids.len)) {
-        sal_session_flush_ids(s);
-        sal_pending_ids_handover(s);
-    }
+    reader_ids_to_heap(s);
     return err;
 }

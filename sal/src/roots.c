@@ -115,7 +115,7 @@ int sal_root_set(sal_session *s, unsigned root, sal_id id)
     /* Readers may reach `id` and what lies below it from now on: nothing
      * granted before is written in place any more in this section (a
      * child granted under `id` has a count of 1 and would pass on its own). */
-    sal_write_grants_end(s);
+    sal_publication_ends_grants(s);
     /* The root owns `id` now: an error would tell the caller it still does
      * (see sal_set_child). */
     if (old != SAL_NULL_ID)
@@ -132,7 +132,7 @@ int sal_root_cas(sal_session *s, unsigned root, sal_id expected, sal_id desired)
         return err;
     if (!atomic_compare_exchange_strong(&s->heap->roots[root], &expected, desired))
         return SAL_ECONFLICT;
-    sal_write_grants_end(s); /* as in sal_root_set */
+    sal_publication_ends_grants(s); /* as in sal_root_set */
     if (expected != SAL_NULL_ID)
         (void)sal_release_internal(s, expected);
     return 0;

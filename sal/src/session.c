@@ -247,46 +247,31 @@ int sal_read_end(sal_session *s)
     return 0;
 }
 
-/* Half the token space: past it since the last cut, a token could come
- * round again to the seal an uncommitted object still carries. */
-#define SAL_TOKEN_WINDOW (1ull << 31)
-
-/* A write token no uncommitted object carries from an earlier section.
- * Once the window since the last cut is used up (2^31 sections without a
- * commit), a protect-mode commit comes first: every object is committed
- * by it, so no old seal can be mistaken for this section's. */
-static int take_write_token(sal_heap *h, uint32_t *token_out)
+static void write_grants_end(sal_session *s)
 {
-    for (;;) {
-        uint64_t t = atomic_fetch_add(&h->write_token_next, 1);
-        /* Signed: a cut between the two loads leaves a token from before
-         * it, which no uncommitted object can carry. */
-        if (__builtin_expect((int64_t)(t - atomic_load(&h->write_token_at_cut)) >=
-                                 (int64_t)SAL_TOKEN_WINDOW,
-                             0)) {
-            int err = sal_sync(h, SAL_SYNC_PROTECT);
-            if (err)
-                return err;
-            continue; /* a token of the new window */
-        }
-        if ((uint32_t)t != 0) {
-            *token_out = (uint32_t)t;
-            return 0;
-        }
-    }
-}
-
-void sal_write_grants_end(sal_session *s)
-{
-    uint64_t t;
+    uint32_t t;
     do
         t = atomic_fetch_add(&s->heap->write_token_next, 1);
-    while ((uint32_t)t == 0);
-    /* No window check here: a commit would wait for this very section.
-     * Tokens taken this way run past the window only by the number of
-     * publications in one section, and the next sal_write_begin() of any
-     * session commits first. */
-    s->write_token = (uint32_t)t;
+    while (t == 0);
+    s->write_token = t;
+}
+
+void sal_publication_ends_grants(sal_session *s)
+{
+    write_grants_end(s);
+    if (sal_thread_write_sections() <= 1)
+        return; /* the thread's only write section */
+    /* The thread's other sessions are its own to change; the lock guards
+     * the table of open sessions. */
+    sal_heap *h = s->heap;
+    pthread_t self = pthread_self();
+    pthread_mutex_lock(&h->sessions_lock);
+    for (unsigned i = 0; i < SAL_MAX_SESSIONS; i++) {
+        sal_session *o = h->open_sessions[i];
+        if (o && o != s && pthread_equal(o->owner, self) && o->write_token)
+            write_grants_end(o);
+    }
+    pthread_mutex_unlock(&h->sessions_lock);
 }
 
 int sal_write_begin(sal_session *s)
@@ -301,8 +286,9 @@ int sal_write_begin(sal_session *s)
     /* A token no other section has: objects sealed with it are the ones
      * this section may write in place. */
     uint32_t token;
-    if ((err = take_write_token(s->heap, &token)))
-        return err;
+    do
+        token = atomic_fetch_add(&s->heap->write_token_next, 1);
+    while (token == 0);
     /* The door of the cut: announce, then look.  A commit sets cut_pending
      * and then looks at `writing`; with both sides sequentially consistent
      * at least one sees the other, so no section slips into a cut. */

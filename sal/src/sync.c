@@ -36,6 +36,7 @@
 static _Thread_local int thread_write_sections;
 
 void sal_thread_write_sections_add(int delta) { thread_write_sections += delta; }
+int sal_thread_write_sections(void) { return thread_write_sections; }
 
 int sal_thread_writing(sal_heap *h)
 {
@@ -301,10 +302,6 @@ static int cut_take(sal_heap *h, cut *c, int mode, sal_id *roots_out)
                                ? s->roots[r]
                                : SAL_NULL_ID;
     }
-    /* Every object is below a mark now: its seal no longer matters, and
-     * the tokens of the sections to come count from here.  (Writers are
-     * out, so no token is being taken.) */
-    atomic_store(&h->write_token_at_cut, atomic_load(&h->write_token_next));
     cut_hook_run(SAL_TEST_HOOK_IN_CUT);
     if (!err)
         atomic_store(&h->cut_epoch, s->epoch);
