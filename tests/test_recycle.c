@@ -448,6 +448,85 @@ static void recycle_survives_a_kill(void **state)
     gc_expect_clean(c->path);
 }
 
+/* A session's own section held back whole segments it emptied itself
+ * (the reclaim counted every section), while its holes were reused despite
+ * it (sal_recycle_take leaves the taker's section out).  In one write
+ * section, batches that die completely left empty segments that could not
+ * be had: a reservation of 24 segments said SAL_EFULL with nothing live. */
+static void own_section_reuses_emptied_segments(void **state)
+{
+    tu_ctx *c = *state;
+    sal_options o = recycle_options();
+    o.reserve_bytes = 24ull << 20;
+    o.max_objects = 1u << 16;
+    sal_session *s;
+    sal_heap *h = create_heap(c->path, &o, &s);
+    enum { N = 4000 };
+    sal_id *ids = calloc(N, sizeof *ids);
+    TU_OK(sal_write_begin(s));
+    for (int r = 0; r < 40; r++) {
+        for (int i = 0; i < N; i++) {
+            void *p;
+            int err = sal_alloc(s, 232, 0, 0, &ids[i], &p);
+            if (err)
+                fail_msg("round %d, object %d: %s (segments free or pending: %llu)", r, i,
+                         sal_strerror(err), (unsigned long long)tu_stats(h).segments_free);
+        }
+        for (int i = 0; i < N; i++)
+            TU_OK(sal_release(s, ids[i]));
+    }
+    TU_OK(sal_write_end(s));
+    free(ids);
+    tu_close_all(h, s);
+}
+
+/* Two swept segments whose holes are all too short for what is allocated
+ * now (64-byte holes, 1 KiB objects) filled both places of swept segments,
+ * and the provider swept no more: sparse segments with large holes queued
+ * behind them were never reused, and the file grew instead.  It now sweeps
+ * on until enough swept segments hold what sessions ask for. */
+static void short_holes_do_not_stop_sweeping(void **state)
+{
+    tu_ctx *c = *state;
+    sal_options o = recycle_options();
+    sal_session *s;
+    sal_heap *h = create_heap(c->path, &o, &s);
+    enum { SMALL = 3 * 16384, LARGE = 2500, NEW = 5000 };
+    sal_id *ids = calloc(SMALL + LARGE + NEW, sizeof *ids);
+    assert_non_null(ids);
+    void *p;
+    int n = 0;
+    TU_OK(sal_write_begin(s));
+    /* About three segments of 64-byte spans, two in three dying: short
+     * holes, swept first. */
+    for (int i = 0; i < SMALL; i++)
+        TU_OK(sal_alloc(s, 40, 0, 0, &ids[n++], &p));
+    for (int i = 0; i < SMALL; i++)
+        if (i % 3)
+            TU_OK(sal_release(s, ids[i]));
+    nanosleep(&(struct timespec){0, 100 * 1000 * 1000}, NULL);
+    /* About ten segments of 4 KiB objects, 70 % dying: long holes. */
+    for (int i = 0; i < LARGE; i++)
+        TU_OK(sal_alloc(s, 4000, 0, 0, &ids[n++], &p));
+    for (int i = SMALL; i < n; i++)
+        if (i % 10 < 7)
+            TU_OK(sal_release(s, ids[i]));
+    nanosleep(&(struct timespec){0, 100 * 1000 * 1000}, NULL);
+    uint64_t before = tu_stats(h).segments_recycled;
+    /* 5 MB of 1 KiB objects, with pauses for the provider. */
+    for (int i = 0; i < NEW; i++) {
+        TU_OK(sal_alloc(s, 1000, 0, 0, &ids[n++], &p));
+        if (i % 500 == 0)
+            nanosleep(&(struct timespec){0, 20 * 1000 * 1000}, NULL);
+    }
+    uint64_t recycled = tu_stats(h).segments_recycled - before;
+    TU_OK(sal_write_end(s));
+    free(ids);
+    tu_close_all(h, s);
+    if (recycled == 0)
+        fail_msg("no swept segment was reused for the 1 KiB objects");
+}
+
 int main(int argc, char **argv)
 {
     tu_init(argc, argv);
@@ -457,6 +536,8 @@ int main(int argc, char **argv)
         TU_TEST(recycle_waits_for_other_sections),
         TU_TEST(recycle_too_large_counts_nothing),
         TU_TEST(recycle_survives_a_kill),
+        TU_TEST(own_section_reuses_emptied_segments),
+        TU_TEST(short_holes_do_not_stop_sweeping),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -201,7 +201,7 @@ static int arena_take(sal_session *s, uint64_t span)
         if (sal_recycle_take(s, span))
             return 0;
         uint64_t seg, used;
-        int err = sal_segment_take(h, span, &seg, &used);
+        int err = sal_segment_take(h, s->section, span, &seg, &used);
         if (err)
             return err;
         char *start = h->base + sal_segment_start(h, seg);

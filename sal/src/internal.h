@@ -234,6 +234,10 @@ struct sal_heap {
     uint32_t *pending_segs; size_t pending_len;      /* list */
     uint32_t *sparse_segs; size_t sparse_len;        /* to sweep */
     uint32_t *recyclable_segs; size_t recyclable_len;/* swept, stack */
+    uint64_t recycle_span_wanted;      /* a span no recyclable segment's
+                                          holes held when a session last
+                                          looked (0: none); the provider
+                                          sweeps until enough hold it */
     _Atomic uint64_t segments_recycled;              /* handed out */
     int provider_error;                /* last preparation failure (errno) */
     int provider_preparing;            /* the provider prepares a segment it
@@ -315,8 +319,11 @@ static inline uint64_t sal_segment_start(const sal_heap *h, uint64_t seg)
 int sal_provider_start(sal_heap *h);
 void sal_provider_stop(sal_heap *h);
 /* Take a segment for an arena: a partial one, a ready one, or prepare one
- * now (counted in alloc_waits).  Returns 0 and the index, or an error. */
-int sal_segment_take(sal_heap *h, uint64_t span, uint64_t *seg_out, uint64_t *start_used);
+ * now (counted in alloc_waits).  `own`: the taking session's section, which
+ * does not hold back the reuse of segments it emptied itself.  Returns 0
+ * and the index, or an error. */
+int sal_segment_take(sal_heap *h, const sal_section_slot *own, uint64_t span,
+                     uint64_t *seg_out, uint64_t *start_used);
 /* A session stops bumping `seg` at `used` bytes: keep it as partial (the
  * session closed) or retire it (it is full). */
 void sal_segment_release_arena(sal_heap *h, uint64_t seg, uint64_t used,

@@ -173,9 +173,22 @@ static uint32_t sparsest_locked(sal_heap *h)
     return seg;
 }
 
+/* Recyclable segments with a hole of `span` bytes or more. */
+static size_t recyclable_holding_locked(const sal_heap *h, uint64_t span)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < h->recyclable_len; i++)
+        n += h->segments[h->recyclable_segs[i]].hole_max >= span;
+    return n;
+}
+
 int sal_recycle_sweep_one(sal_heap *h)
 {
-    if (h->sparse_len == 0 || h->recyclable_len >= SAL_RECYCLE_READY)
+    /* Enough swept segments are waiting, counting only those whose holes
+     * hold what sessions last asked for: segments of holes too short for
+     * it would otherwise fill the places and stop the sweeping for good. */
+    if (h->sparse_len == 0 ||
+        recyclable_holding_locked(h, h->recycle_span_wanted) >= SAL_RECYCLE_READY)
         return 0;
     uint32_t seg = sparsest_locked(h);
     sal_segment *g = &h->segments[seg];
@@ -259,7 +272,7 @@ int sal_recycle_take(sal_session *s, uint64_t span)
     for (;;) {
         uint32_t seg = UINT32_MAX;
         pthread_mutex_lock(&h->seg_lock);
-        int have_oldest = 0;
+        int have_oldest = 0, skipped_short = 0;
         uint64_t oldest = 0;
         for (size_t i = h->recyclable_len; i-- > 0;) {
             uint32_t cand = h->recyclable_segs[i];
@@ -275,8 +288,10 @@ int sal_recycle_take(sal_session *s, uint64_t span)
             /* No hole holds `span`: left for smaller objects.  (Taken and
              * given back, it was queued and swept again at once, and a
              * session could go round with the provider many times.) */
-            if (g->hole_max < span)
+            if (g->hole_max < span) {
+                skipped_short = 1;
                 continue;
+            }
             if (!have_oldest) {
                 oldest = sal_oldest_section_epoch_except(h, s->section);
                 have_oldest = 1;
@@ -294,7 +309,12 @@ int sal_recycle_take(sal_session *s, uint64_t span)
             g->holes = NULL;
             g->nholes = 0;
             atomic_store(&g->state, SEG_ACTIVE);
+            h->recycle_span_wanted = 0;
             pthread_cond_broadcast(&h->seg_cond); /* the provider sweeps on */
+        } else if (skipped_short && h->recycle_span_wanted != span) {
+            /* Holes too short for us: the provider sweeps more segments. */
+            h->recycle_span_wanted = span;
+            pthread_cond_broadcast(&h->seg_cond);
         }
         pthread_mutex_unlock(&h->seg_lock);
         if (seg == UINT32_MAX)

@@ -769,8 +769,7 @@ int sal_commit(sal_heap *h, int mode, int clean, sal_id *roots_out)
         pthread_cond_broadcast(&h->seg_cond);
         pthread_mutex_unlock(&h->seg_lock);
     } else {
-        sal_pending_ids_release(h, 0);
-        sal_segments_reclaim(h);
+        sal_pending_ids_release(h, 0); /* the segments: after `done` */
     }
     goto done;
 flush_failed:
@@ -788,6 +787,11 @@ done:
     h->commit_in_flight = 0;
     pthread_cond_broadcast(&h->seg_cond); /* sessions waiting for its end */
     pthread_mutex_unlock(&h->seg_lock);
+    /* Without a provider the committing thread reclaims what the commit
+     * let go (not before: nothing is reclaimed while a commit is in
+     * flight). */
+    if (!err && !h->provider_running)
+        sal_segments_reclaim(h);
     cut_free(&c);
     return err;
 }
