@@ -646,6 +646,21 @@ static void mass_release_committed(tu_ctx *c, unsigned ready_segments)
 static void mass_release_by_provider(void **state) { mass_release_committed(*state, 4); }
 static void mass_release_by_commit(void **state) { mass_release_committed(*state, 0); }
 
+/* Allocate 16-byte objects into `ids` until the table is full (the
+ * allocation that fails must say SAL_ENOIDS); returns how many. */
+static uint32_t fill_table(sal_session *s, sal_id *ids)
+{
+    void *p;
+    uint32_t n = 0;
+    int rc;
+    TU_OK(sal_write_begin(s));
+    while ((rc = sal_alloc(s, 16, 0, 0, &ids[n], &p)) == 0)
+        n++;
+    TU_OK(sal_write_end(s));
+    TU_ERR(rc, SAL_ENOIDS);
+    return n;
+}
+
 /* A full table, every object committed, released, and a commit after the
  * release: the ids are reusable (sal.h, sal_release), so the same number
  * of objects fits again.  The releasing session still holds them in its
@@ -660,13 +675,8 @@ static void full_table_reused_after_commit(tu_ctx *c, unsigned ready_segments)
     sal_id *ids = calloc(o.max_objects + 1, sizeof *ids);
     assert_non_null(ids);
     void *p;
-    uint32_t n = 0;
     int rc;
-    TU_OK(sal_write_begin(s));
-    while ((rc = sal_alloc(s, 16, 0, 0, &ids[n], &p)) == 0)
-        n++;
-    TU_OK(sal_write_end(s));
-    TU_ERR(rc, SAL_ENOIDS);
+    uint32_t n = fill_table(s, ids);
     assert_int_equal(n, o.max_objects);
     TU_OK(sal_sync(h, SAL_SYNC_PROTECT));
     for (uint32_t i = 0; i < n; i++)
@@ -710,13 +720,8 @@ static void full_table_released_by_reader(void **state)
     assert_non_null(ids);
     for (int committed = 0; committed < 2; committed++) {
         void *p;
-        uint32_t n = 0;
         int rc;
-        TU_OK(sal_write_begin(s));
-        while ((rc = sal_alloc(s, 16, 0, 0, &ids[n], &p)) == 0)
-            n++;
-        TU_OK(sal_write_end(s));
-        TU_ERR(rc, SAL_ENOIDS);
+        uint32_t n = fill_table(s, ids);
         if (committed)
             TU_OK(sal_sync(h, SAL_SYNC_PROTECT));
         for (uint32_t i = 0; i < n; i++)
@@ -832,13 +837,8 @@ static void full_table_while_provider_moves(void **state)
     sal_id *ids = calloc(o.max_objects + 1, sizeof *ids);
     assert_non_null(ids);
     void *p;
-    uint32_t n = 0;
     int rc;
-    TU_OK(sal_write_begin(s));
-    while ((rc = sal_alloc(s, 16, 0, 0, &ids[n], &p)) == 0)
-        n++;
-    TU_OK(sal_write_end(s));
-    TU_ERR(rc, SAL_ENOIDS);
+    uint32_t n = fill_table(s, ids);
     TU_OK(sal_sync(h, SAL_SYNC_PROTECT));
     for (uint32_t i = 0; i < n; i++)
         TU_OK(sal_release(s, ids[i]));

@@ -1791,14 +1791,18 @@ static void writeback_records_lost_then_kill_narrow(void **state)
  * lost pages (clean: nothing written) and return 0.  A commit that fails
  * after write-back errors now makes the next one write again everything
  * since the last durable commit. */
-static void writeback_rewrite_fails_then_durable(void **state)
+/* The shared course: pages lost before their commit, whose durable commit
+ * fails with EIO; its retry fails too (fault `op` with `err` on its call
+ * number `nth`); then a durable commit returns 0, and a power cut must
+ * keep it. */
+static void retry_fails_then_durable(tu_ctx *c, void (*hook)(void *, int), int op, int err,
+                                     int nth, const char *what)
 {
     NEED_HOOKS();
-    tu_ctx *c = *state;
     wb_ctx w;
     wb_start(c, &w);
     wb_hook k = {&w, 0, 0};
-    TU_OK(sal_test_cut_hook(wb_late_changes, &k));
+    TU_OK(sal_test_cut_hook(hook, &k));
     phase_out po;
     assert_int_equal(do_sync(w.h, w.reader, SAL_SYNC_DURABLE, &po), 0);
     TU_OK(sal_test_cut_hook(NULL, NULL));
@@ -1806,18 +1810,21 @@ static void writeback_rewrite_fails_then_durable(void **state)
     assert_true(k.done);
     TU_OK(k.rc);
     TU_ERR(po.rc, EIO);
-    /* The retry: its rewrite of the late changes' pages fails. */
-    sal_os_fault_set(SAL_OS_PWRITE, EIO, 0, 1);
+    sal_os_fault_set(op, err, nth, 1);
     assert_int_equal(do_sync(w.h, w.reader, SAL_SYNC_DURABLE, &po), 0);
     sal_os_fault_clear_all();
-    print_message("retry with a failing rewrite: %d (%s)\n", po.rc,
-                  sal_strerror(po.rc));
+    print_message("retry: %s: %d (%s)\n", what, po.rc, sal_strerror(po.rc));
     assert_int_not_equal(po.rc, 0);
-    /* The next durable commit. */
     assert_int_equal(do_sync(w.h, w.reader, SAL_SYNC_DURABLE, &po), 0);
     TU_OK(po.rc);
     w.retry = po.state;
-    wb_power_cut(c, &w, "a rewrite failed, then a durable commit");
+    wb_power_cut(c, &w, what);
+}
+
+static void writeback_rewrite_fails_then_durable(void **state)
+{
+    retry_fails_then_durable(*state, wb_late_changes, SAL_OS_PWRITE, EIO, 0,
+                             "its rewrite failed, then a durable commit");
 }
 
 /* As writeback_rewrite_fails_then_durable, but the retry fails in its
@@ -1854,31 +1861,10 @@ static void wb_late_changes_spill(void *arg, int where)
 
 static void writeback_mprotect_fails_then_durable(void **state)
 {
-    NEED_HOOKS();
-    tu_ctx *c = *state;
-    wb_ctx w;
-    wb_start(c, &w);
-    wb_hook k = {&w, 0, 0};
-    TU_OK(sal_test_cut_hook(wb_late_changes_spill, &k));
-    phase_out po;
-    assert_int_equal(do_sync(w.h, w.reader, SAL_SYNC_DURABLE, &po), 0);
-    TU_OK(sal_test_cut_hook(NULL, NULL));
-    sal_os_fault_clear_all();
-    assert_true(k.done);
-    TU_OK(k.rc);
-    TU_ERR(po.rc, EIO);
-    sal_os_fault_set(SAL_OS_MPROTECT, ENOMEM, 1, 1); /* the second range */
-    assert_int_equal(do_sync(w.h, w.reader, SAL_SYNC_DURABLE, &po), 0);
-    sal_os_fault_clear_all();
-    print_message("retry with a failing second mprotect: %d (%s)\n", po.rc,
-                  sal_strerror(po.rc));
-    assert_int_not_equal(po.rc, 0);
-    assert_int_equal(do_sync(w.h, w.reader, SAL_SYNC_DURABLE, &po), 0);
-    TU_OK(po.rc);
-    w.retry = po.state;
-    wb_power_cut(
-        c, &w,
-        "an mprotect failed after the first range, then a durable commit");
+    /* The second range's mprotect. */
+    retry_fails_then_durable(*state, wb_late_changes_spill, SAL_OS_MPROTECT, ENOMEM, 1,
+                             "an mprotect failed after the first range, then a durable "
+                             "commit");
 }
 
 int main(int argc, char **argv)
