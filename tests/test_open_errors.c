@@ -11,6 +11,7 @@
 #include <signal.h>
 
 #include "format.h"
+#include "internal.h" /* sal_test_id_vec_fail */
 
 #define BASE_OBJECTS 48u
 #define BASE_OBJECT_BYTES (64u * 1024u)
@@ -465,6 +466,100 @@ static void both_slots_damaged(void **state)
     expect_open_error(copy, SAL_ECORRUPT, "both slots zeroed");
 }
 
+/* A slot with a valid checksum whose file length runs past the data region
+ * (so past the mapping): table locations beyond the reservation would look
+ * valid, and recovery or a read dereferenced them (SIGSEGV).  Such a slot
+ * is not valid: the heap opens from the other one. */
+static void slot_file_bytes_past_data_region(void **state)
+{
+    tu_ctx *c = *state;
+    base_heap b;
+    sal_id extra;
+    base_build_two_commits(c->path, &b, &extra);
+    sal_superblock sb;
+    read_superblock(c->path, &sb);
+    sal_commit_slot slot[2];
+    read_slot(c->path, 0, &slot[0]);
+    read_slot(c->path, 1, &slot[1]);
+    int newest = slot[1].epoch > slot[0].epoch;
+    uint64_t end = sb.data_offset + sb.segment_count * sb.segment_bytes;
+    slot[newest].file_bytes = end + 4 * sb.segment_bytes;
+    sal_slot_seal(&slot[newest]);
+    TU_OK(tu_patch(c->path, newest ? SAL_SLOT1_OFFSET : SAL_SLOT0_OFFSET, &slot[newest],
+                   sizeof slot[newest]));
+    assert_int_equal(truncate(c->path, (off_t)slot[newest].file_bytes), 0);
+    sal_options ro = ro_options();
+    sal_heap *h;
+    TU_OK(sal_heap_open(c->path, &ro, &h));
+    sal_session *r;
+    TU_OK(sal_reader_open(h, &r));
+    for (unsigned i = 0; i < SAL_ROOT_COUNT; i++) {
+        sal_id id;
+        TU_OK(sal_root_get(r, i, &id));
+        if (id != slot[!newest].roots[i])
+            fail_msg("root %u is %#" PRIx64 ": the forged slot was used", i, id);
+        if (id != SAL_NULL_ID)
+            TU_OK(sal_release(r, id));
+    }
+    TU_OK(sal_session_close(r));
+    TU_OK(sal_heap_close(h));
+}
+
+/* A repair (SAL_OPEN_REPAIR) of a cleanly closed heap that runs out of
+ * memory halfway left the table forgotten (every entry free) in the shared
+ * mapping while the slot still said clean: the next plain open trusted
+ * it, the root's id was stale, and a clean close made it so.  The table
+ * is put back when the recovery fails. */
+static void failed_repair_leaves_table(void **state)
+{
+    tu_ctx *c = *state;
+    sal_options o = tu_small_options();
+    sal_heap *h;
+    sal_session *s;
+    TU_OK(sal_heap_create(c->path, &o, &h));
+    TU_OK(sal_session_open(h, &s));
+    sal_id parent, kid;
+    void *p;
+    TU_OK(sal_write_begin(s));
+    TU_OK(sal_alloc(s, 16, 1, 0, &parent, &p));
+    TU_OK(sal_alloc(s, 8, 0, 0, &kid, &p));
+    *(uint64_t *)p = 0x6b6964;
+    TU_OK(sal_set_child(s, parent, 0, kid));
+    TU_OK(sal_root_set(s, 0, parent));
+    TU_OK(sal_write_end(s));
+    TU_OK(sal_session_close(s));
+    if (sal_test_id_vec_fail(0) == ENOSYS) {
+        TU_OK(sal_heap_close(h));
+        skip(); /* a build without test hooks */
+    }
+    TU_OK(sal_heap_close(h));
+
+    sal_options rep = tu_small_options();
+    rep.flags = SAL_OPEN_REPAIR;
+    rep.ready_segments = 0;
+    TU_OK(sal_test_id_vec_fail(1)); /* the recovery's worklist cannot grow */
+    int rc = sal_heap_open(c->path, &rep, &h);
+    TU_OK(sal_test_id_vec_fail(0));
+    TU_ERR(rc, SAL_ENOMEM);
+
+    TU_OK(sal_heap_open(c->path, &o, &h));
+    sal_session *r;
+    TU_OK(sal_reader_open(h, &r));
+    sal_id root;
+    TU_OK(sal_root_get(r, 0, &root));
+    assert_true(root == parent);
+    const void *q;
+    TU_OK(sal_read_begin(r));
+    TU_OK(sal_read(r, root, &q));
+    assert_true(*(const sal_id *)q == kid);
+    TU_OK(sal_read(r, kid, &q));
+    assert_true(*(const uint64_t *)q == 0x6b6964);
+    TU_OK(sal_read_end(r));
+    TU_OK(sal_release(r, root));
+    TU_OK(sal_session_close(r));
+    TU_OK(sal_heap_close(h));
+}
+
 /* One slot damaged: the heap opens from the other one and shows exactly
  * that slot's roots. */
 static void one_slot_damaged(void **state)
@@ -902,6 +997,8 @@ int main(int argc, char **argv)
         TU_TEST(superblock_bad_geometry),
         TU_TEST(both_slots_damaged),
         TU_TEST(one_slot_damaged),
+        TU_TEST(slot_file_bytes_past_data_region),
+        TU_TEST(failed_repair_leaves_table),
         TU_TEST(damaged_table_entry),
         TU_TEST(damaged_object_header),
         TU_TEST(second_writer_is_locked),

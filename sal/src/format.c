@@ -76,6 +76,11 @@ int sal_slot_valid(const sal_commit_slot *slot, const sal_superblock *sb)
         slot->segments_high_water > sb->segment_count || slot->clean > 1 ||
         slot->durable > 1 || slot->durable_epoch > slot->epoch)
         return 0;
+    /* The file never grows past the data region (which the superblock
+     * check keeps inside the reservation): a larger length would make
+     * locations beyond the mapping look valid. */
+    if (slot->file_bytes > sb->data_offset + sb->segment_count * sb->segment_bytes)
+        return 0;
     for (unsigned i = 0; i < SAL_ROOT_COUNT; i++) {
         uint64_t idx = slot->roots[i] & SAL_ID_INDEX_MASK;
         if (slot->roots[i] != SAL_NULL_ID &&

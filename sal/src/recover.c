@@ -190,6 +190,28 @@ static int mark_ref(marker *m, sal_id id)
     return 1;
 }
 
+/* Recovery failed after it forgot the table (out of memory for its
+ * worklist): put the table back as the next open needs it, since a repair
+ * of a cleanly closed heap leaves its slot saying clean, and the next open
+ * would trust a table whose every entry is free.  In sweep mode the old
+ * entries were kept whole.  In the same boot (a killed process: the slot
+ * is unclean and the next open recovers again) the forget kept each
+ * entry's location: the live ones are live again, with a count of one
+ * that the next recovery recounts. */
+static void undo_forget(_Atomic uint64_t *table, uint64_t hwm, const uint64_t *old_entries,
+                        const uint8_t *was_live)
+{
+    for (uint64_t i = 1; i < hwm; i++) {
+        if (old_entries) {
+            atomic_store_explicit(&table[i], old_entries[i], memory_order_relaxed);
+        } else if (was_live && (was_live[i / 8] & (1u << (i % 8)))) {
+            uint64_t e = atomic_load_explicit(&table[i], memory_order_relaxed);
+            atomic_store_explicit(&table[i], sal_entry_loc(e) | SAL_ENTRY_RC_ONE,
+                                  memory_order_relaxed);
+        }
+    }
+}
+
 int sal_recover(sal_heap *h, sal_segment_record *rec, int same_boot,
                 sal_recovery_report *rep)
 {
@@ -210,8 +232,17 @@ int sal_recover(sal_heap *h, sal_segment_record *rec, int same_boot,
      * forget below keeps only free entries' generations), so that no id
      * comes back older than a header that may still be on the disk. */
     uint8_t *was_live = NULL;
-    if (same_boot && !(was_live = calloc(hwm / 8 + 1, 1)))
+    if (same_boot && !(was_live = calloc(hwm / 8 + 1, 1))) {
+        free(old_entries);
         return SAL_ENOMEM;
+    }
+    /* Allocated before the table is touched: see undo_forget. */
+    int64_t *seg_live = calloc(nseg ? nseg : 1, sizeof *seg_live);
+    if (!seg_live) {
+        free(old_entries);
+        free(was_live);
+        return SAL_ENOMEM;
+    }
 
     /* 1. Forget. */
     for (uint64_t i = 1; i < hwm; i++) {
@@ -238,13 +269,7 @@ int sal_recover(sal_heap *h, sal_segment_record *rec, int same_boot,
 
     /* 3. Mark and count from the roots. */
     marker m = {.h = h, .rec = rec, .nseg = nseg, .hwm = hwm, .rep = rep,
-                .old_entries = old_entries};
-    m.seg_live = calloc(nseg ? nseg : 1, sizeof *m.seg_live);
-    if (!m.seg_live) {
-        free(old_entries);
-        free(was_live);
-        return SAL_ENOMEM;
-    }
+                .old_entries = old_entries, .seg_live = seg_live};
     for (unsigned r = 0; r < SAL_ROOT_COUNT; r++) {
         sal_id root = h->committed.roots[r];
         if (root != SAL_NULL_ID && !mark_ref(&m, root)) {
@@ -266,6 +291,7 @@ int sal_recover(sal_heap *h, sal_segment_record *rec, int same_boot,
     }
     sal_id_vec_free(&m.stack);
     if (m.oom) {
+        undo_forget(table, hwm, old_entries, was_live);
         free(m.seg_live);
         free(old_entries);
         free(was_live);
