@@ -98,6 +98,22 @@ static void create_options_and_mode(void **state)
     TU_OK(sal_heap_close(h));
 }
 
+/* SAL_OPEN_RECOVER and SAL_OPEN_REPAIR mean nothing for a new heap and are
+ * ignored by create (sal.h): a repair flag made the open inside create
+ * run a sweep and report a recovery. */
+static void create_ignores_recovery_flags(void **state)
+{
+    tu_ctx *c = *state;
+    sal_options o = tu_small_options();
+    o.flags = SAL_OPEN_RECOVER | SAL_OPEN_REPAIR;
+    sal_heap *h;
+    TU_OK(sal_heap_create(c->path, &o, &h));
+    sal_recovery_report rr;
+    TU_OK(sal_heap_recovery_report(h, &rr));
+    assert_int_equal(rr.recovered, 0);
+    TU_OK(sal_heap_close(h));
+}
+
 static void create_rejects_bad_options(void **state)
 {
     tu_ctx *c = *state;
@@ -646,6 +662,7 @@ int main(int argc, char **argv)
     const struct CMUnitTest tests[] = {
         TU_TEST(create_defaults),
         TU_TEST(create_options_and_mode),
+        TU_TEST(create_ignores_recovery_flags),
         TU_TEST(create_rejects_bad_options),
         TU_TEST(create_existing_is_eexist),
         TU_TEST(create_in_missing_directory),

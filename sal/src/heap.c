@@ -443,13 +443,17 @@ int sal_heap_create(const char *path, const sal_options *opt, sal_heap **heap_ou
     *heap_out = NULL;
     if (!path)
         return SAL_EINVAL;
-    sal_options defaults;
-    if (!opt) {
-        sal_options_init(&defaults);
-        opt = &defaults;
-    }
-    if ((opt->flags & SAL_OPEN_READONLY) || options_check(opt))
+    sal_options o;
+    if (opt)
+        o = *opt;
+    else
+        sal_options_init(&o);
+    if ((o.flags & SAL_OPEN_READONLY) || options_check(&o))
         return SAL_EINVAL;
+    /* Recovery and repair mean nothing for a new heap (sal.h): a repair
+     * flag would sweep it at the open below. */
+    o.flags &= ~(SAL_OPEN_RECOVER | SAL_OPEN_REPAIR);
+    opt = &o;
     sal_superblock sb;
     int err = geometry(opt, &sb);
     if (err)
