@@ -4,6 +4,10 @@
  */
 #include "test_util.h"
 
+#include <fcntl.h>
+
+#include "format.h"
+
 /* ---------------------------------------------------------------------
  * Create
  * --------------------------------------------------------------------- */
@@ -112,6 +116,90 @@ static void create_ignores_recovery_flags(void **state)
     TU_OK(sal_heap_recovery_report(h, &rr));
     assert_int_equal(rr.recovered, 0);
     TU_OK(sal_heap_close(h));
+}
+
+/* A heap whose object table filled up exactly to a chunk's end (max_objects
+ * 2^18 - 1: 2^18 entries with the null one, 2 MiB) reopens for writing.
+ * Open asked for the entry of the next fresh id, which a full table does
+ * not have, and said SAL_ENOIDS: the heap could only be opened read-only,
+ * and sal-gc repair failed the same way. */
+static void full_table_reopens(void **state)
+{
+    tu_ctx *c = *state;
+    sal_options o = tu_small_options();
+    o.max_objects = (1u << 18) - 1;
+    o.ready_segments = 0;
+    sal_heap *h;
+    sal_session *s;
+    TU_OK(sal_heap_create(c->path, &o, &h));
+    TU_OK(sal_session_open(h, &s));
+    TU_OK(sal_write_begin(s));
+    sal_id id;
+    void *p;
+    int rc;
+    uint64_t n = 0;
+    while ((rc = sal_alloc(s, 8, 0, 0, &id, &p)) == 0)
+        n++;
+    TU_ERR(rc, SAL_ENOIDS);
+    assert_int_equal(n, o.max_objects);
+    TU_OK(sal_root_set(s, 0, id)); /* the last one */
+    TU_OK(sal_write_end(s));
+    TU_OK(sal_session_close(s));
+    TU_OK(sal_heap_close(h));
+    TU_OK(sal_heap_open(c->path, &o, &h));
+    assert_int_equal(tu_stats(h).live_objects, n);
+    TU_OK(sal_heap_close(h));
+}
+
+/* Free segments and unused metadata pages of a copy made sparse (holes)
+ * are allocated on disk again at a writable open: a write into a hole of a
+ * full disk is a SIGBUS, not ENOSPC.  (Seen with cp --sparse=always on a
+ * nearly full ext4.)  Checked by the blocks the file holds. */
+static void sparse_copy_allocated_at_open(void **state)
+{
+    tu_ctx *c = *state;
+    sal_options o = tu_small_options();
+    o.ready_segments = 0;
+    sal_heap *h;
+    sal_session *s;
+    TU_OK(sal_heap_create(c->path, &o, &h));
+    TU_OK(sal_session_open(h, &s));
+    TU_OK(sal_write_begin(s));
+    sal_id id;
+    void *p;
+    for (int i = 0; i < 3; i++) { /* three segments, then the first two freed */
+        TU_OK(sal_alloc(s, (size_t)sal_max_object_bytes(h), 0, 0, &id, &p));
+        if (i < 2)
+            TU_OK(sal_release(s, id));
+        else
+            TU_OK(sal_root_set(s, 0, id));
+    }
+    TU_OK(sal_write_end(s));
+    TU_OK(sal_session_close(s));
+    sal_heap_stats st = tu_stats(h);
+    TU_OK(sal_heap_close(h));
+    sal_superblock sb;
+    TU_OK(tu_peek(c->path, 0, &sb, sizeof sb));
+    int fd = open(c->path, O_RDWR);
+    assert_true(fd >= 0);
+    struct stat before, holed, after;
+    assert_int_equal(fstat(fd, &before), 0);
+    /* Holes: a free segment (the first), and the second slot's page. */
+    if (fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)sb.data_offset,
+                  (off_t)st.segment_bytes) != 0 ||
+        fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, SAL_SLOT1_OFFSET, 4096) != 0) {
+        close(fd);
+        skip(); /* the file system cannot punch holes */
+    }
+    assert_int_equal(fstat(fd, &holed), 0);
+    assert_true(holed.st_blocks < before.st_blocks);
+    TU_OK(sal_heap_open(c->path, &o, &h));
+    assert_int_equal(fstat(fd, &after), 0);
+    close(fd);
+    TU_OK(sal_heap_close(h));
+    if (after.st_blocks < before.st_blocks)
+        fail_msg("%lld blocks after the open, %lld before the holes: the holes stay",
+                 (long long)after.st_blocks, (long long)before.st_blocks);
 }
 
 static void create_rejects_bad_options(void **state)
@@ -663,6 +751,8 @@ int main(int argc, char **argv)
         TU_TEST(create_defaults),
         TU_TEST(create_options_and_mode),
         TU_TEST(create_ignores_recovery_flags),
+        TU_TEST(full_table_reopens),
+        TU_TEST(sparse_copy_allocated_at_open),
         TU_TEST(create_rejects_bad_options),
         TU_TEST(create_existing_is_eexist),
         TU_TEST(create_in_missing_directory),

@@ -363,7 +363,21 @@ static int heap_open_fd(int fd, const sal_options *opt, int writable,
     if (writable && (err = sal_os_fallocate(fd, sb.table_offset, table_ready)))
         goto fail;
     atomic_store(&h->table_ready_bytes, table_ready);
-    if (writable && (err = sal_table_ensure(h, slot.ids_high_water)))
+    /* The entry of the next fresh id, if the table has one (a full table
+     * has none, and asking for it said SAL_ENOIDS: the heap could not be
+     * opened for writing any more). */
+    if (writable && slot.ids_high_water < h->max_objects &&
+        (err = sal_table_ensure(h, slot.ids_high_water)))
+        goto fail;
+    /* The same for the metadata and the segments: a copy made sparse
+     * (cp --sparse, rsync -S, tar -S) turns zero-filled free segments and
+     * unused slot and record pages into holes, and a write into a hole of
+     * a full disk is a SIGBUS.  Ranges already allocated cost a look at
+     * their extents.  (The table between them is allocated as it grows.) */
+    if (writable && ((err = sal_os_fallocate(fd, 0, sb.table_offset)) ||
+                     (slot.file_bytes > sb.data_offset &&
+                      (err = sal_os_fallocate(fd, sb.data_offset,
+                                              slot.file_bytes - sb.data_offset)))))
         goto fail;
     if (recover) {
         int same_boot = !repair && h->have_boot_id &&
