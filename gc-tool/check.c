@@ -76,6 +76,7 @@ typedef struct checker {
     size_t nsus, capsus;
     gc_progress prog;
     uint64_t ticks;
+    uint64_t cut_located; /* live entries locating a damaged header */
     int check_table;    /* the table is held to the commit */
     int clean;          /* closed cleanly, no live writer */
     int oom;
@@ -188,8 +189,10 @@ static void walk_segments(checker *c)
             uint64_t next = sal_padding_end(off, *word);
             if (next && (*word == SAL_NULL_ID || next <= used)) {
                 /* Padding left by a commit's cut (the rest of the page),
-                 * or the unused end of a hole whose dead space was reused. */
+                 * or the unused end of a hole whose dead space was reused.
+                 * Ticks too: a long run of zero words is a long walk. */
                 off = next;
+                tick(c);
                 continue;
             }
             const char *bad = NULL;
@@ -304,8 +307,14 @@ static void check_entry(checker *c, uint32_t i, uint64_t e)
     int committed = s < c->nseg && c->hf->rec[s].state == SAL_SEGREC_USED &&
                     rel < c->hf->rec[s].used_bytes;
     if (committed && rel == r->segs[s].damaged_at) {
-        /* It locates the damaged header itself: reported as header-damage. */
+        /* It locates the damaged header itself: reported as header-damage.
+         * The object may be whole and only cut by a record that lies: the
+         * library's sweep stops there and would lose it, and what only it
+         * reaches (counted as lost, so repair asks for --force). */
         c->tstat[i] = T_BAD;
+        /* Whole: its own header, fitting its segment (not the record). */
+        if (sal_entry_rc(e) > 0 && header_fits(c, off, seg_end, i, &h))
+            c->cut_located++;
         return;
     }
     if (committed) {
@@ -830,6 +839,7 @@ static void predict(checker *c, const mark_view *ref, const mark_view *rep)
     p->dangling_refs = rep->dangling;
     p->roots_cleared = rep->roots_cleared;
     p->objects_lost = ref->objects > rep->objects ? ref->objects - rep->objects : 0;
+    p->objects_lost += c->cut_located;
     for (uint64_t i = 1; i < c->hwm; i++) {
         uint64_t e = c->table[i];
         int free_ = e == 0 || (e & SAL_ENTRY_FREE);

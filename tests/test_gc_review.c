@@ -194,6 +194,37 @@ static void test_unclean_damage_refused(void **state)
     snap_free(&before);
 }
 
+/* A segment record that cuts a whole object in half (its used bytes end
+ * inside it; the object's header and bytes intact): the library's sweep
+ * stops there and would lose it and the chain it heads (root 2).  The
+ * check counted nothing as lost, and repair emptied the root without
+ * --force on a clean heap; it must refuse, and write nothing. */
+static void record_cuts_whole_object(void **state)
+{
+    tu_ctx *c = *state;
+    gc_sound g;
+    gc_layout l;
+    gc_snap before;
+    build(state, &g, &l, &before);
+    uint64_t off = lay_header_off(c->path, &l, g.chain);
+    uint64_t seg = lay_segment_of(&l, off);
+    sal_segment_record rec = lay_record(c->path, &l, seg);
+    uint64_t rel = off - (l.sb.data_offset + seg * l.sb.segment_bytes);
+    rec.used_bytes = rel + 32; /* through the header and 8 bytes more */
+    if (rec.live_bytes > rec.used_bytes)
+        rec.live_bytes = rec.used_bytes;
+    lay_set_record(c->path, &l, seg, &rec);
+    uint64_t h0, s0, h1, s1;
+    TU_OK(tu_hash_file(c->path, &h0, &s0));
+    char *out = malloc(GC_OUT_BYTES);
+    GC_EXPECT(gc_run(out, GC_OUT_BYTES, "repair", c->path), 4, out);
+    assert_non_null(strstr(out, "REFUSED"));
+    TU_OK(tu_hash_file(c->path, &h1, &s1));
+    assert_true(h0 == h1 && s0 == s1); /* nothing written */
+    free(out);
+    snap_free(&before);
+}
+
 /* The repair at once of an unclean heap: if the table cannot be read
  * before the library's repair, it refuses and writes nothing; if the
  * generations cannot be checked after it, it says so and exits 8, not
@@ -379,6 +410,7 @@ int main(int argc, char **argv)
         TU_TEST(test_unclean_stale_reference),
         TU_TEST(test_unclean_damage_refused),
         TU_TEST(test_unclean_generations_failures),
+        TU_TEST(record_cuts_whole_object),
         TU_TEST(test_slot_short_file_bytes),
         TU_TEST(test_slot_protect_no_durable),
         TU_TEST(test_live_behind_damage),
