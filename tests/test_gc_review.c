@@ -113,6 +113,29 @@ static void test_table_located_stale_dead(void **state)
     snap_free(&before);
 }
 
+/* Segment `seg`'s record ends at `used` bytes (its live bytes no more). */
+static void cut_record(const char *path, gc_layout *l, uint64_t seg, uint64_t used)
+{
+    sal_segment_record rec = lay_record(path, l, seg);
+    rec.used_bytes = used;
+    if (rec.live_bytes > rec.used_bytes)
+        rec.live_bytes = rec.used_bytes;
+    lay_set_record(path, l, seg, &rec);
+}
+
+/* `sal-gc repair` refuses (exit 4) and writes nothing. */
+static void expect_repair_refused(const char *path)
+{
+    uint64_t h0, s0, h1, s1;
+    TU_OK(tu_hash_file(path, &h0, &s0));
+    char *out = malloc(GC_OUT_BYTES);
+    GC_EXPECT(gc_run(out, GC_OUT_BYTES, "repair", path), 4, out);
+    assert_non_null(strstr(out, "REFUSED"));
+    TU_OK(tu_hash_file(path, &h1, &s1));
+    assert_true(h0 == h1 && s0 == s1); /* nothing written */
+    free(out);
+}
+
 /* The current slot says "not closed". */
 static void make_unclean(const char *path)
 {
@@ -177,20 +200,9 @@ static void test_unclean_damage_refused(void **state)
     gc_layout l;
     gc_snap before;
     build(state, &g, &l, &before);
-    sal_segment_record rec = lay_record(c->path, &l, 0);
-    rec.used_bytes = 0x800;
-    if (rec.live_bytes > rec.used_bytes)
-        rec.live_bytes = rec.used_bytes;
-    lay_set_record(c->path, &l, 0, &rec);
+    cut_record(c->path, &l, 0, 0x800);
     make_unclean(c->path);
-    uint64_t h0, s0, h1, s1;
-    TU_OK(tu_hash_file(c->path, &h0, &s0));
-    char *out = malloc(GC_OUT_BYTES);
-    GC_EXPECT(gc_run(out, GC_OUT_BYTES, "repair", c->path), 4, out);
-    assert_non_null(strstr(out, "REFUSED"));
-    TU_OK(tu_hash_file(c->path, &h1, &s1));
-    assert_true(h0 == h1 && s0 == s1); /* nothing written */
-    free(out);
+    expect_repair_refused(c->path);
     snap_free(&before);
 }
 
@@ -208,20 +220,9 @@ static void record_cuts_whole_object(void **state)
     build(state, &g, &l, &before);
     uint64_t off = lay_header_off(c->path, &l, g.chain);
     uint64_t seg = lay_segment_of(&l, off);
-    sal_segment_record rec = lay_record(c->path, &l, seg);
     uint64_t rel = off - (l.sb.data_offset + seg * l.sb.segment_bytes);
-    rec.used_bytes = rel + 32; /* through the header and 8 bytes more */
-    if (rec.live_bytes > rec.used_bytes)
-        rec.live_bytes = rec.used_bytes;
-    lay_set_record(c->path, &l, seg, &rec);
-    uint64_t h0, s0, h1, s1;
-    TU_OK(tu_hash_file(c->path, &h0, &s0));
-    char *out = malloc(GC_OUT_BYTES);
-    GC_EXPECT(gc_run(out, GC_OUT_BYTES, "repair", c->path), 4, out);
-    assert_non_null(strstr(out, "REFUSED"));
-    TU_OK(tu_hash_file(c->path, &h1, &s1));
-    assert_true(h0 == h1 && s0 == s1); /* nothing written */
-    free(out);
+    cut_record(c->path, &l, seg, rel + 32); /* through the header and 8 bytes */
+    expect_repair_refused(c->path);
     snap_free(&before);
 }
 

@@ -129,10 +129,8 @@ static void full_table_reopens(void **state)
     sal_options o = tu_small_options();
     o.max_objects = (1u << 18) - 1;
     o.ready_segments = 0;
-    sal_heap *h;
     sal_session *s;
-    TU_OK(sal_heap_create(c->path, &o, &h));
-    TU_OK(sal_session_open(h, &s));
+    sal_heap *h = tu_create_with(c, &o, &s);
     TU_OK(sal_write_begin(s));
     sal_id id;
     void *p;
@@ -160,10 +158,8 @@ static void sparse_copy_allocated_at_open(void **state)
     tu_ctx *c = *state;
     sal_options o = tu_small_options();
     o.ready_segments = 0;
-    sal_heap *h;
     sal_session *s;
-    TU_OK(sal_heap_create(c->path, &o, &h));
-    TU_OK(sal_session_open(h, &s));
+    sal_heap *h = tu_create_with(c, &o, &s);
     TU_OK(sal_write_begin(s));
     sal_id id;
     void *p;
@@ -613,10 +609,8 @@ static void reopen_modify_reopen(void **state)
 {
     tu_ctx *c = *state;
     sal_options o = tu_small_options();
-    sal_heap *h;
     sal_session *s;
-    TU_OK(sal_heap_create(c->path, &o, &h));
-    TU_OK(sal_session_open(h, &s));
+    sal_heap *h = tu_create_with(c, &o, &s);
     sal_id a, b;
     void *p;
     TU_OK(sal_write_begin(s));

@@ -646,17 +646,35 @@ static void mass_release_committed(tu_ctx *c, unsigned ready_segments)
 static void mass_release_by_provider(void **state) { mass_release_committed(*state, 4); }
 static void mass_release_by_commit(void **state) { mass_release_committed(*state, 0); }
 
+/* Allocate up to `max` 16-byte objects into `ids`, in one write section;
+ * returns how many, and in *rc the error that stopped it (0: none). */
+static uint32_t alloc_up_to(sal_session *s, sal_id *ids, uint32_t max, int *rc)
+{
+    void *p;
+    uint32_t n = 0;
+    *rc = 0;
+    TU_OK(sal_write_begin(s));
+    while (n < max && (*rc = sal_alloc(s, 16, 0, 0, &ids[n], &p)) == 0)
+        n++;
+    TU_OK(sal_write_end(s));
+    return n;
+}
+
+/* Release `n` objects of `ids`, in one write section. */
+static void release_all(sal_session *s, const sal_id *ids, uint32_t n)
+{
+    TU_OK(sal_write_begin(s));
+    for (uint32_t i = 0; i < n; i++)
+        TU_OK(sal_release(s, ids[i]));
+    TU_OK(sal_write_end(s));
+}
+
 /* Allocate 16-byte objects into `ids` until the table is full (the
  * allocation that fails must say SAL_ENOIDS); returns how many. */
 static uint32_t fill_table(sal_session *s, sal_id *ids)
 {
-    void *p;
-    uint32_t n = 0;
     int rc;
-    TU_OK(sal_write_begin(s));
-    while ((rc = sal_alloc(s, 16, 0, 0, &ids[n], &p)) == 0)
-        n++;
-    TU_OK(sal_write_end(s));
+    uint32_t n = alloc_up_to(s, ids, UINT32_MAX, &rc);
     TU_ERR(rc, SAL_ENOIDS);
     return n;
 }
@@ -674,7 +692,6 @@ static void full_table_reused_after_commit(tu_ctx *c, unsigned ready_segments)
     sal_heap *h = tu_create_with(c, &o, &s);
     sal_id *ids = calloc(o.max_objects + 1, sizeof *ids);
     assert_non_null(ids);
-    void *p;
     int rc;
     uint32_t n = fill_table(s, ids);
     assert_int_equal(n, o.max_objects);
@@ -682,19 +699,12 @@ static void full_table_reused_after_commit(tu_ctx *c, unsigned ready_segments)
     for (uint32_t i = 0; i < n; i++)
         TU_OK(sal_release(s, ids[i]));
     TU_OK(sal_sync(h, SAL_SYNC_PROTECT)); /* the commit after the release */
-    uint32_t again = 0;
-    TU_OK(sal_write_begin(s));
-    while (again < n && (rc = sal_alloc(s, 16, 0, 0, &ids[again], &p)) == 0)
-        again++;
-    TU_OK(sal_write_end(s));
+    uint32_t again = alloc_up_to(s, ids, n, &rc);
     if (again < n)
         fail_msg("ready_segments %u: %u objects released and committed over, then %d (%s) "
                  "after %u new ones (ids_pending %" PRIu64 ")",
                  ready_segments, n, rc, sal_strerror(rc), again, tu_stats(h).ids_pending);
-    TU_OK(sal_write_begin(s));
-    for (uint32_t i = 0; i < again; i++)
-        TU_OK(sal_release(s, ids[i]));
-    TU_OK(sal_write_end(s));
+    release_all(s, ids, again);
     free(ids);
     tu_close_all(h, s);
 }
@@ -719,7 +729,6 @@ static void full_table_released_by_reader(void **state)
     sal_id *ids = calloc(o.max_objects + 1, sizeof *ids);
     assert_non_null(ids);
     for (int committed = 0; committed < 2; committed++) {
-        void *p;
         int rc;
         uint32_t n = fill_table(s, ids);
         if (committed)
@@ -729,18 +738,11 @@ static void full_table_released_by_reader(void **state)
         assert_int_equal(tu_stats(h).live_objects, 0);
         if (committed)
             TU_OK(sal_sync(h, SAL_SYNC_PROTECT)); /* the commit after */
-        uint32_t again = 0;
-        TU_OK(sal_write_begin(s));
-        while (again < n && (rc = sal_alloc(s, 16, 0, 0, &ids[again], &p)) == 0)
-            again++;
-        TU_OK(sal_write_end(s));
+        uint32_t again = alloc_up_to(s, ids, n, &rc);
         if (again < n)
             fail_msg("committed %d: %u objects released by a reader, then %d (%s) after "
                      "%u new ones", committed, n, rc, sal_strerror(rc), again);
-        TU_OK(sal_write_begin(s));
-        for (uint32_t i = 0; i < again; i++)
-            TU_OK(sal_release(s, ids[i]));
-        TU_OK(sal_write_end(s));
+        release_all(s, ids, again);
         TU_OK(sal_sync(h, SAL_SYNC_PROTECT));
     }
     free(ids);

@@ -514,10 +514,8 @@ static void failed_repair_leaves_table(void **state)
 {
     tu_ctx *c = *state;
     sal_options o = tu_small_options();
-    sal_heap *h;
     sal_session *s;
-    TU_OK(sal_heap_create(c->path, &o, &h));
-    TU_OK(sal_session_open(h, &s));
+    sal_heap *h = tu_create_with(c, &o, &s);
     sal_id parent, kid;
     void *p;
     TU_OK(sal_write_begin(s));

@@ -353,14 +353,20 @@ static int heap_open_fd(int fd, const sal_options *opt, int writable,
      * few bytes at a time (slots, records, reference counts). */
     (void)sal_os_advise_folios(h->base, sb.data_offset, 0);
     h->table = (_Atomic uint64_t *)(h->base + sb.table_offset);
-    /* The table is allocated on disk up to the chunk holding the high-water
-     * mark; nothing above it is read.  Allocated here, not assumed: create
-     * allocates the metadata before the table only, and entries written
-     * into a hole of a full disk would be a SIGBUS, not ENOSPC.  (A review
-     * found it on a full tmpfs.)  On chunks already allocated it costs a
-     * look at the extents. */
+    /* Everything a writer may write is allocated on disk here, not
+     * assumed: a write into a hole of a full disk is a SIGBUS, not ENOSPC.
+     * The metadata and the table up to the chunk holding the high-water
+     * mark (create allocates the metadata before the table only; reviews
+     * found it on a full tmpfs), and the segments up to the committed
+     * length: a copy made sparse (cp --sparse, rsync -S, tar -S) turns
+     * zero-filled free segments and unused slot and record pages into
+     * holes.  Ranges already allocated cost a look at their extents.  The
+     * rest of the table is allocated as it grows. */
     uint64_t table_ready = sal_round_up(slot.ids_high_water * 8, SAL_TABLE_CHUNK_BYTES);
-    if (writable && (err = sal_os_fallocate(fd, sb.table_offset, table_ready)))
+    if (writable && ((err = sal_os_fallocate(fd, 0, sb.table_offset + table_ready)) ||
+                     (slot.file_bytes > sb.data_offset &&
+                      (err = sal_os_fallocate(fd, sb.data_offset,
+                                              slot.file_bytes - sb.data_offset)))))
         goto fail;
     atomic_store(&h->table_ready_bytes, table_ready);
     /* The entry of the next fresh id, if the table has one (a full table
@@ -368,16 +374,6 @@ static int heap_open_fd(int fd, const sal_options *opt, int writable,
      * opened for writing any more). */
     if (writable && slot.ids_high_water < h->max_objects &&
         (err = sal_table_ensure(h, slot.ids_high_water)))
-        goto fail;
-    /* The same for the metadata and the segments: a copy made sparse
-     * (cp --sparse, rsync -S, tar -S) turns zero-filled free segments and
-     * unused slot and record pages into holes, and a write into a hole of
-     * a full disk is a SIGBUS.  Ranges already allocated cost a look at
-     * their extents.  (The table between them is allocated as it grows.) */
-    if (writable && ((err = sal_os_fallocate(fd, 0, sb.table_offset)) ||
-                     (slot.file_bytes > sb.data_offset &&
-                      (err = sal_os_fallocate(fd, sb.data_offset,
-                                              slot.file_bytes - sb.data_offset)))))
         goto fail;
     if (recover) {
         int same_boot = !repair && h->have_boot_id &&

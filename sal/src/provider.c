@@ -268,11 +268,11 @@ static int pending_reusable(sal_heap *h, const sal_segment *g, uint64_t oldest)
 }
 
 /* Pending segments that no section but `own`'s (NULL: none) may still see
- * go to the free pool; returns how many.  A session that needs a segment
- * passes its own section: what it emptied itself it may reuse at once (as
- * its own holes, sal_recycle_take), and it takes what it frees here before
- * anyone else (the caller holds seg_lock throughout). */
-static size_t reclaim_except_locked(sal_heap *h, const sal_section_slot *own)
+ * go to the free pool.  A session that needs a segment passes its own
+ * section, as it does for holes (sal_recycle_take): by the API's rules a
+ * pointer to an object nothing of yours references is invalid at once, so
+ * its own section holds nothing back for anyone. */
+static void reclaim_except_locked(sal_heap *h, const sal_section_slot *own)
 {
     /* Not while a commit is between its cut and its end: it set marks for
      * every segment at the cut (protect, and durable ones after its flush)
@@ -280,10 +280,10 @@ static size_t reclaim_except_locked(sal_heap *h, const sal_section_slot *own)
      * harness found a segment reused during a flush that got the durable
      * mark of its previous life; the next durable commit skipped it.) */
     if (h->pending_len == 0 || h->commit_in_flight || h->rewrites_in_flight)
-        return 0;
+        return;
     uint64_t oldest = own ? sal_oldest_section_epoch_except(h, own)
                           : sal_oldest_section_epoch(h);
-    size_t kept = 0, freed = 0;
+    size_t kept = 0;
     for (size_t i = 0; i < h->pending_len; i++) {
         uint32_t seg = h->pending_segs[i];
         sal_segment *g = &h->segments[seg];
@@ -297,18 +297,16 @@ static size_t reclaim_except_locked(sal_heap *h, const sal_section_slot *own)
             }
             segment_reset(g, SEG_FREE);
             h->free_segs[h->free_segs_len++] = seg;
-            freed++;
         } else {
             h->pending_segs[kept++] = seg;
         }
     }
     h->pending_len = kept;
-    return freed;
 }
 
 static void reclaim_locked(sal_heap *h)
 {
-    (void)reclaim_except_locked(h, NULL);
+    reclaim_except_locked(h, NULL);
 }
 
 void sal_segments_reclaim(sal_heap *h)
@@ -411,7 +409,7 @@ again:;
     }
     /* Nothing ready: prepare one here. */
     ready_return_stale_locked(h);
-    reclaim_locked(h);
+    reclaim_except_locked(h, own);
     err = segment_pick_best_locked(h, 0, &seg);
     if (err && h->pending_len > 0 && (h->commit_in_flight || h->rewrites_in_flight)) {
         /* Nothing to be had while a commit (or a rewrite) in flight holds
@@ -421,14 +419,7 @@ again:;
          * only after its cut, which no longer waits for writers. */
         while (h->commit_in_flight || h->rewrites_in_flight)
             pthread_cond_wait(&h->seg_cond, &h->seg_lock);
-        reclaim_locked(h);
-        err = segment_pick_best_locked(h, 0, &seg);
-    }
-    if (err && own && reclaim_except_locked(h, own) > 0) {
-        /* Held back only by the caller's own section: segments it emptied
-         * itself in this section.  Taken under the same hold of the lock,
-         * so no other session gets one while our section may still see
-         * it. */
+        reclaim_except_locked(h, own);
         err = segment_pick_best_locked(h, 0, &seg);
     }
     if (err && h->provider_preparing) {

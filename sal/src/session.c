@@ -247,13 +247,20 @@ int sal_read_end(sal_session *s)
     return 0;
 }
 
-static void write_grants_end(sal_session *s)
+/* A token no other section has: objects sealed with it are the ones the
+ * section holding it may write in place.  (0 means "no section".) */
+static uint32_t take_write_token(sal_heap *h)
 {
     uint32_t t;
     do
-        t = atomic_fetch_add(&s->heap->write_token_next, 1);
+        t = atomic_fetch_add(&h->write_token_next, 1);
     while (t == 0);
-    s->write_token = t;
+    return t;
+}
+
+static void write_grants_end(sal_session *s)
+{
+    s->write_token = take_write_token(s->heap);
 }
 
 void sal_publication_ends_grants(sal_session *s)
@@ -283,12 +290,7 @@ int sal_write_begin(sal_session *s)
         return SAL_EREADONLY;
     if (s->write_token)
         return SAL_EBUSY;
-    /* A token no other section has: objects sealed with it are the ones
-     * this section may write in place. */
-    uint32_t token;
-    do
-        token = atomic_fetch_add(&s->heap->write_token_next, 1);
-    while (token == 0);
+    uint32_t token = take_write_token(s->heap);
     /* The door of the cut: announce, then look.  A commit sets cut_pending
      * and then looks at `writing`; with both sides sequentially consistent
      * at least one sees the other, so no section slips into a cut. */

@@ -671,7 +671,7 @@ int sal_commit(sal_heap *h, int mode, int clean, sal_id *roots_out)
     for (size_t i = 0; i < c.nprotect; i++) {
         if ((err = sal_os_protect_readonly(h->base + c.protect[i].offset,
                                            c.protect[i].length)))
-            goto done;
+            goto failed;
         /* Read-only now; a failure above leaves the mark behind, and the
          * next sync protects from there. */
         uint64_t seg = sal_segment_of(h, c.protect[i].offset);
@@ -685,10 +685,10 @@ int sal_commit(sal_heap *h, int mode, int clean, sal_id *roots_out)
     unsigned target = mode == SAL_SYNC_DURABLE ? h->durable_slot ^ 1u
                                                : (h->volatile_slot == 2 ? 3u : 2u);
     if ((err = rewrite_before_flush(h, &c)))
-        goto done;
+        goto failed;
     range records;
     if ((err = write_records(h, &c, target, &records)))
-        goto done;
+        goto failed;
     copy = segtab_copy_offset(h, target);
     copy_bytes = c.slot.segments_high_water * sizeof(sal_segment_record);
     /* (Mutants for testing the crash harnesses: SKIP_FLUSH never writes
@@ -717,7 +717,7 @@ int sal_commit(sal_heap *h, int mode, int clean, sal_id *roots_out)
         uint64_t table_bytes = atomic_load(&h->table_ready_bytes);
         if (atomic_load(&h->writeback_failed) &&
             (err = rewrite_range(h, h->table_offset, table_bytes)))
-            goto done;
+            goto failed;
         if ((err = sal_os_msync(h->base + h->table_offset, table_bytes, 1)))
             goto flush_failed;
     }
@@ -772,15 +772,18 @@ int sal_commit(sal_heap *h, int mode, int clean, sal_id *roots_out)
         sal_pending_ids_release(h, 0); /* the segments: after `done` */
     }
     goto done;
-flush_failed:
-    writeback_failed(h, copy, copy_bytes);
-done:
-    /* After write-back errors, a commit that failed may have made ranges
-     * read-only (its marks moved) without writing them again (its rewrite
-     * or a later mprotect failed): the next commit writes again all since
-     * the last durable commit, not only its own ranges. */
-    if (err && atomic_load(&h->writeback_failed))
+failed:
+    /* After write-back errors, a commit that failed before its flush may
+     * have made ranges read-only (its marks moved) without writing them
+     * again (its rewrite or a later mprotect failed): the next commit
+     * writes again all since the last durable commit, not only its own
+     * ranges. */
+    if (atomic_load(&h->writeback_failed))
         h->writeback_redirtied = 0;
+    goto done;
+flush_failed:
+    writeback_failed(h, copy, copy_bytes); /* writes all that again now */
+done:
     atomic_store(&h->commit_running, 0);
     /* Segments may be reclaimed again (provider.c, reclaim_locked). */
     pthread_mutex_lock(&h->seg_lock);
