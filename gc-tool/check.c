@@ -898,7 +898,8 @@ static void predict(checker *c, const mark_view *ref, const mark_view *rep)
     for (unsigned i = 2; i < SAL_SLOT_COUNT; i++) {
         if (r->slot_status[i] == GC_SLOT_INVALID) {
             gc_fix f = {.kind = GC_FIX_SLOT, .offset = SAL_SLOT_OFFSET(i),
-                        .length = sizeof(sal_commit_slot), .slot = i};
+                        .length = sizeof(sal_commit_slot), .slot = i,
+                        .old_value = r->slot_digest[i]};
             if (gc_add_fix(r, &f))
                 c->oom = 1;
         }

@@ -25,7 +25,8 @@
  * is used, and the mapping never extends past the file's size.
  *
  * Memory is proportional to the number of ids below the high-water mark
- * (about 13 bytes each), never to the size of the heap.
+ * (about 13 bytes each, 17 when objects only the table locates need a
+ * second marking), never to the size of the heap.
  */
 #ifndef SAL_GC_H
 #define SAL_GC_H
@@ -110,7 +111,8 @@ typedef struct gc_fix {
     uint64_t offset;       /* file offset of the first byte to write */
     uint64_t length;       /* GC_FIX_PAD: end of the range (offset) */
     uint64_t old_value;    /* GC_FIX_CHILD_SLOT: the id it held;
-                              GC_FIX_PAD: the word at offset */
+                              GC_FIX_PAD: the word at offset;
+                              GC_FIX_SLOT: the digest of its bytes */
     uint64_t parent;       /* GC_FIX_CHILD_SLOT: the object holding it */
     uint32_t slot;         /* GC_FIX_CHILD_SLOT: child slot number;
                               GC_FIX_SLOT: commit slot number */
@@ -173,6 +175,7 @@ typedef struct gc_report {
     unsigned slot_index;
     int slot_status[SAL_SLOT_COUNT]; /* GC_SLOT_* */
     uint64_t slot_epoch[SAL_SLOT_COUNT];
+    uint32_t slot_digest[SAL_SLOT_COUNT]; /* crc32c of the slot's bytes as read */
     int boot_known;               /* the running kernel's boot id was read */
     int same_boot;                /* the current slot was written in this boot */
     int live_writer;              /* a process holds the heap for writing */

@@ -324,6 +324,7 @@ int gc_heapfile_open(const char *path, const gc_options *o, gc_report *r, gc_hea
             r->slot_status[i] = GC_SLOT_EMPTY;
             continue;
         }
+        r->slot_digest[i] = sal_crc32c(0, &s[i], sizeof s[i]);
         problem[i] = slot_problem(&s[i], sb, i);
         /* The library's own verdict must agree with ours. */
         int lib_valid = sal_slot_valid(&s[i], sb) && s[i].durable == (i < 2);

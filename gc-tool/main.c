@@ -2,7 +2,7 @@
  * main.c - the sal-gc command line.
  *
  *   sal-gc check  [--readonly-look] [--json] HEAP
- *   sal-gc repair [--dry-run] [--force] [--check-first] HEAP
+ *   sal-gc repair [--dry-run] [--force] [--check-first] [--progress|--no-progress] HEAP
  *   sal-gc stats  [--json] [--readonly-look] HEAP
  *
  * Exit codes follow fsck(8): 0 clean, 1 errors corrected, 4 errors left
@@ -71,7 +71,8 @@ static void usage_check(FILE *out)
 static void usage_repair(FILE *out)
 {
     fprintf(out,
-            "usage: %s repair [--dry-run] [--force] [--check-first] [--progress] HEAP\n"
+            "usage: %s repair [--dry-run] [--force] [--check-first] [--progress|--no-progress]\n"
+            "       HEAP\n"
             "\n"
             "Stop-the-world repair with the library's own recovery (SAL_OPEN_REPAIR):\n"
             "every location rebuilt from the committed segments, every count from the\n"
@@ -90,8 +91,12 @@ static void usage_repair(FILE *out)
             "  --force        repair even when reachable objects that only the object table\n"
             "                 still locates would be lost (the library's sweep stops at a\n"
             "                 damaged header), or when the object table could not be read\n"
-            "                 before the repair (its free entries' generations); refused\n"
-            "                 otherwise\n"
+            "                 before the repair (its free entries' generations), or when an\n"
+            "                 unclean heap's repair would empty a root (the library's\n"
+            "                 repair, tried first in private memory, cuts what it\n"
+            "                 reaches); refused otherwise\n"
+            "  --progress     progress on stderr (default: when stderr is a terminal)\n"
+            "  --no-progress  no progress\n"
             "\n"
             "exit: 0 nothing to repair, 1 corrected, 4 damage left (or refused), 8 error\n",
             prog);

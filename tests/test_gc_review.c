@@ -21,6 +21,10 @@
  *  live_behind_damage       a damaged header with live objects behind it:
  *                           the prediction says it stays, and a second
  *                           repair writes nothing
+ *  invalid_volatile_slot_emptied  a volatile slot whose durable flag
+ *                           does not match its place: repair empties it
+ *  unclean_short_tail       an unclean heap with a committed tail too
+ *                           short for a header: the repair at once pads it
  *  refused_message          repair on a refused heap says why, with no
  *                           summary of a walk that did not happen
  *  examples_missing_value   `check --examples` as the last argument
@@ -371,6 +375,74 @@ static void test_live_behind_damage(void **state)
     snap_free(&before);
 }
 
+/* A volatile commit slot with a valid checksum and a durable flag that
+ * does not match its position (open ignores it): check predicts that
+ * repair empties it, and repair must (its re-test used to ask only for
+ * the library's validity, which does not look at the flag, so it left
+ * the slot and the heap never checked clean). */
+static void test_invalid_volatile_slot_emptied(void **state)
+{
+    tu_ctx *c = *state;
+    gc_sound g;
+    gc_layout l;
+    gc_snap before;
+    build(state, &g, &l, &before);
+    sal_commit_slot forged = l.slot; /* durable = 1, in a volatile place */
+    forged.epoch++;
+    sal_slot_seal(&forged);
+    assert_true(sal_slot_valid(&forged, &l.sb));
+    TU_OK(tu_patch(c->path, SAL_SLOT_OFFSET(2), &forged, sizeof forged));
+    char *out = malloc(GC_OUT_BYTES);
+    GC_EXPECT(gc_run(out, GC_OUT_BYTES, "check", c->path), 4, out);
+    assert_non_null(strstr(out, "durable flag does not match"));
+    GC_EXPECT(gc_run(out, GC_OUT_BYTES, "repair", c->path), 1, out);
+    assert_non_null(strstr(out, "emptied invalid commit slot 2"));
+    free(out);
+    gc_expect_clean(c->path);
+    sal_commit_slot now;
+    TU_OK(tu_peek(c->path, SAL_SLOT_OFFSET(2), &now, sizeof now));
+    sal_commit_slot zero;
+    memset(&zero, 0, sizeof zero);
+    assert_memory_equal(&now, &zero, sizeof now);
+    expect_kept(c->path, &before, 0);
+    snap_free(&before);
+}
+
+/* An unclean heap whose segment record ends 16 bytes into a word that is
+ * neither padding nor room for a header: the check calls it a header cut
+ * short; the repair at once must see it too (the library's sweep stopped
+ * there silently, repair said "corrected" and the check after it still
+ * found the damage; only a second repair padded it). */
+static void test_unclean_short_tail(void **state)
+{
+    tu_ctx *c = *state;
+    gc_sound g;
+    gc_layout l;
+    gc_snap before;
+    build(state, &g, &l, &before);
+    uint64_t seg = lay_segment_of(&l, lay_header_off(c->path, &l, g.a));
+    sal_segment_record rec = lay_record(c->path, &l, seg);
+    uint64_t end = l.sb.data_offset + seg * l.sb.segment_bytes + rec.used_bytes;
+    uint64_t zeros[2] = {0, 0}, junk = 0x00000000deadbeefull;
+    TU_OK(tu_peek(c->path, end, zeros, sizeof zeros));
+    assert_true(zeros[0] == 0 && zeros[1] == 0); /* past the committed range */
+    TU_OK(tu_patch(c->path, end, &junk, 8));
+    rec.used_bytes += 16;
+    lay_set_record(c->path, &l, seg, &rec);
+    make_unclean(c->path);
+    char *out = malloc(GC_OUT_BYTES);
+    GC_EXPECT(gc_run(out, GC_OUT_BYTES, "repair", "--dry-run", c->path), 4, out);
+    assert_non_null(strstr(out, "cut short by the end of the committed range"));
+    assert_non_null(strstr(out, "agrees with sal-gc's prediction"));
+    GC_EXPECT(gc_run(out, GC_OUT_BYTES, "repair", c->path), 1, out);
+    assert_non_null(strstr(out, "repairing it at once"));
+    assert_non_null(strstr(out, "into padding"));
+    free(out);
+    gc_expect_clean(c->path);
+    expect_kept(c->path, &before, 0);
+    snap_free(&before);
+}
+
 static void test_refused_message(void **state)
 {
     tu_ctx *c = *state;
@@ -415,6 +487,8 @@ int main(int argc, char **argv)
         TU_TEST(test_slot_short_file_bytes),
         TU_TEST(test_slot_protect_no_durable),
         TU_TEST(test_live_behind_damage),
+        TU_TEST(test_invalid_volatile_slot_emptied),
+        TU_TEST(test_unclean_short_tail),
         TU_TEST(test_refused_message),
         TU_TEST(test_examples_missing_value),
     };

@@ -57,7 +57,7 @@ static uint64_t sweep_segment(sal_heap *h, uint64_t seg, uint64_t used, uint64_t
     uint64_t start = sal_segment_start(h, seg);
     uint64_t max_size = sal_max_object_bytes(h);
     uint64_t off = 0;
-    while (off + sizeof(sal_object_header) <= used) {
+    while (off < used) {
         const sal_object_header *hdr = (const sal_object_header *)(h->base + start + off);
         uint64_t next = sal_padding_end(off, hdr->id);
         if (next) {
@@ -69,6 +69,10 @@ static uint64_t sweep_segment(sal_heap *h, uint64_t seg, uint64_t used, uint64_t
             off = next;
             continue;
         }
+        /* A tail too short for a header is damage (no commit leaves one:
+         * objects and padding cover the range), as sal-gc's check says. */
+        if (off + sizeof(sal_object_header) > used)
+            return 1;
         uint32_t idx = sal_id_index(hdr->id);
         uint64_t span = sal_object_span(hdr->size_bytes);
         if (idx == 0 || idx >= hwm || (hdr->id >> 56) || hdr->size_bytes > max_size ||
