@@ -234,7 +234,8 @@ int gc_heapfile_open(const char *path, const gc_options *o, gc_report *r, gc_hea
             if (!o->readonly_look) {
                 gc_op_error(r,
                             "%s is open for writing by a live process: refused (stop it "
-                            "first, or ask for a read-only look with --readonly-look)",
+                            "first; check and stats can take a read-only look with "
+                            "--readonly-look)",
                             path);
                 return -1;
             }

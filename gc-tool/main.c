@@ -114,6 +114,8 @@ static void usage_stats(FILE *out)
             "\n"
             "  --json           one JSON object on stdout\n"
             "  --readonly-look  go on even if a live process holds the heap for writing\n"
+            "  --progress       progress on stderr (default: when stderr is a terminal)\n"
+            "  --no-progress    no progress\n"
             "\n"
             "exit: 0, 4 if the heap could not be walked, 8 error\n",
             prog);
@@ -250,8 +252,13 @@ int main(int argc, char **argv)
             usage_repair(stdout);
         else if (!strcmp(what, "stats"))
             usage_stats(stdout);
-        else
+        else if (!*what)
             usage_main(stdout);
+        else {
+            fprintf(stderr, "%s help: unknown command '%s'\n", prog, what);
+            usage_main(stderr);
+            return GC_EXIT_USAGE;
+        }
         return 0;
     }
     cli c;

@@ -144,6 +144,10 @@ static void test_live_writer(void **state)
     TU_OK(sal_heap_open(c->path, &o, &h));
     expect_quick("check", c->path, 8, "open for writing by a live process");
     expect_quick("repair", c->path, 8, "open for writing");
+    /* The way round it is an option of check and stats only: repair's
+     * refusal must not offer it as its own. */
+    expect_quick("repair", c->path, 8,
+                 "check and stats can take a read-only look");
     char *out = malloc(GC_OUT_BYTES);
     GC_EXPECT(gc_run(out, GC_OUT_BYTES, "check", "--readonly-look", c->path), 0, out);
     assert_non_null(strstr(out, "live process"));
@@ -519,11 +523,18 @@ static void test_command_line(void **state)
         GC_EXPECT(gc_run(out, GC_OUT_BYTES, cmds[i], "--help"), 0, out);
         assert_non_null(strstr(out, "usage"));
         GC_EXPECT(gc_run(out, GC_OUT_BYTES, "help", cmds[i]), 0, out);
+        /* Every command takes --progress and --no-progress: its help
+         * describes them. */
+        assert_non_null(strstr(out, "  --progress "));
+        assert_non_null(strstr(out, "  --no-progress "));
         GC_EXPECT(gc_run(out, GC_OUT_BYTES, cmds[i]), 16, out);
         GC_EXPECT(gc_run(out, GC_OUT_BYTES, cmds[i], "--bogus", c->path), 16, out);
         GC_EXPECT(gc_run(out, GC_OUT_BYTES, cmds[i], c->path, c->path), 16, out);
     }
     GC_EXPECT(gc_run(out, GC_OUT_BYTES, "frobnicate", c->path), 16, out);
+    GC_EXPECT(gc_run(out, GC_OUT_BYTES, "help", "frobnicate"), 16, out);
+    assert_non_null(strstr(out, "unknown command 'frobnicate'"));
+    GC_EXPECT(gc_run(out, GC_OUT_BYTES, "help"), 0, out);
     GC_EXPECT(gc_runv(out, GC_OUT_BYTES, 20.0, NULL, (const char *const[]){NULL}), 16, out);
     free(out);
 }
