@@ -98,7 +98,17 @@ static int print_notes(sal_session *s)
 
 int main(int argc, char **argv)
 {
+    if (argc == 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
+        printf(
+            "usage: sal-guide-example HEAP-FILE [NOTE]\n"
+            "Adds NOTE to the notes kept in HEAP-FILE (created if it does not\n"
+            "exist), then lists them, newest first.\n");
+        return 0;
+    }
     if (argc < 2 || argc > 3 || argv[1][0] == '-') {
+        if (argc >= 2 && argv[1][0] == '-')
+            fprintf(stderr, "sal-guide-example: unknown option '%s'\n",
+                    argv[1]);
         fprintf(stderr, "usage: sal-guide-example HEAP-FILE [NOTE]\n");
         return 2;
     }

@@ -16,6 +16,7 @@
 #include <sal.h>
 
 #include <dirent.h>
+#include <errno.h>
 #include <inttypes.h>
 #include <limits.h>
 #include <stdio.h>
@@ -165,6 +166,10 @@ int main(int argc, char **argv)
         return 0;
     }
     if (argc > 2 || (argc == 2 && argv[1][0] == '-')) {
+        if (argc > 2)
+            fprintf(stderr, "sal-showcase: one HEAP-FILE at most\n");
+        else
+            fprintf(stderr, "sal-showcase: unknown option '%s'\n", argv[1]);
         usage(stderr);
         return 2;
     }
@@ -173,12 +178,16 @@ int main(int argc, char **argv)
         n = snprintf(path, sizeof path, "%s", argv[1]);
     } else {
         const char *tmp = getenv("TMPDIR");
+        if (tmp == NULL || tmp[0] == '\0')
+            tmp = "/tmp";
         char templ[PATH_MAX];
-        n = snprintf(templ, sizeof templ, "%s/sal-showcase-XXXXXX",
-                     tmp != NULL && tmp[0] != '\0' ? tmp : "/tmp");
+        n = snprintf(templ, sizeof templ, "%s/sal-showcase-XXXXXX", tmp);
         if (n > 0 && (size_t)n < sizeof templ) {
             if (mkdtemp(templ) == NULL) {
-                perror("sal-showcase: mkdtemp");
+                fprintf(stderr,
+                        "sal-showcase: cannot make a temporary directory in "
+                        "%s: %s\n",
+                        tmp, strerror(errno));
                 return 1;
             }
             memcpy(dir, templ, (size_t)n + 1); /* from now on, ours */
@@ -201,7 +210,15 @@ int main(int argc, char **argv)
     opt.reserve_bytes = 64ull << 20;
     sal_heap *heap;
     sal_session *s;
-    CHECK(sal_heap_create(path, &opt, &heap));
+    int create_err = sal_heap_create(path, &opt, &heap);
+    if (create_err != 0) {
+        fprintf(stderr,
+                "sal-showcase: cannot create the heap file %s: %s (%d)\n", path,
+                sal_strerror(create_err), create_err);
+        if (dir[0] != '\0')
+            remove_temp_dir(dir, 0);
+        return 1;
+    }
     CHECK(sal_session_open(heap, &s));
     printf("Created the heap file %s.\n", path);
     printf("Ids below print as #slot.generation.\n");

@@ -122,14 +122,37 @@ static int make(const char *path, uint64_t n)
     return 0;
 }
 
+static void usage(FILE *out)
+{
+    fprintf(out, "usage: sal-recover-time HEAP\n"
+                 "       sal-recover-time --make N HEAP\n"
+                 "Times the library's repair of HEAP (sal_heap_open with SAL_OPEN_REPAIR,\n"
+                 "then sal_heap_close).  --make N builds HEAP first: N objects in a tree,\n"
+                 "durably committed by a writer that is then killed (an unclean heap).\n");
+}
+
 int main(int argc, char **argv)
 {
-    if (argc == 4 && !strcmp(argv[1], "--make"))
-        return make(argv[3], strtoull(argv[2], NULL, 10));
+    if (argc == 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
+        usage(stdout);
+        return 0;
+    }
+    if (argc == 4 && !strcmp(argv[1], "--make")) {
+        char *end;
+        errno = 0;
+        unsigned long long n = strtoull(argv[2], &end, 10);
+        if (argv[2][0] < '0' || argv[2][0] > '9' || *end || errno || n == 0) {
+            fprintf(stderr, "sal-recover-time: --make wants a count above 0, not '%s'\n",
+                    argv[2]);
+            return 16;
+        }
+        return make(argv[3], n);
+    }
     if (argc != 2 || argv[1][0] == '-') {
-        fprintf(stderr, "usage: sal-recover-time HEAP\n"
-                        "       sal-recover-time --make N HEAP\n");
-        return argc == 2 && !strcmp(argv[1], "--help") ? 0 : 16;
+        if (argc >= 2 && argv[1][0] == '-' && strcmp(argv[1], "--make"))
+            fprintf(stderr, "sal-recover-time: unknown option '%s'\n", argv[1]);
+        usage(stderr);
+        return 16;
     }
     sal_options opt;
     sal_options_init(&opt);

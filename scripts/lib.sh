@@ -4,6 +4,18 @@
 
 SAL_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
+# sal_help_requested "$@" : if the first argument is -h or --help, print the
+# calling script's header comment (its usage) and exit 0, before anything is
+# installed or built.
+sal_help_requested() {
+    case "${1:-}" in
+        -h|--help)
+            sed -n '2,/^set -euo pipefail/p' "$0" | sed '$d; s/^# \{0,1\}//'
+            exit 0
+            ;;
+    esac
+}
+
 # How many parallel build jobs.
 sal_jobs() {
     nproc 2>/dev/null || echo 2

@@ -9,6 +9,7 @@
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+sal_help_requested "$@"
 cd "$SAL_ROOT"
 
 # shellcheck disable=SC2046
