@@ -123,6 +123,7 @@ typedef uint64_t sal_id;
 #define SAL_DEFAULT_SEGMENT_BYTES (8ull << 20)    /* 8 MiB */
 #define SAL_DEFAULT_MAX_OBJECTS (256ull << 20)    /* 268,435,456 ids */
 #define SAL_DEFAULT_READY_SEGMENTS 4u
+#define SAL_MAX_READY_SEGMENTS 64u
 #define SAL_MIN_SEGMENT_BYTES (1ull << 20)
 #define SAL_MAX_SEGMENT_BYTES (1ull << 30)
 /* The object table is indexed by 32 bits, and index 0 is the null id. */
@@ -189,7 +190,6 @@ typedef struct sal_session sal_session;
                                   location from the committed segments
                                   instead of trusting the object table (the
                                   gc-tool's repair) */
-#define SAL_MAX_READY_SEGMENTS 64u
 #define SAL_OPEN_READONLY 0x1u /* map read-only; no sessions, readers only.
                                   Works on a heap that was not closed
                                   cleanly.  Nothing can change or die in a
