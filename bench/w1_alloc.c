@@ -298,8 +298,8 @@ int w1_alloc_main(int argc, char **argv)
             g_opt.ready_segments = (unsigned)v;
             break;
         case OPT_SEGMENT:
-            if (bench_parse_count(optarg, &v) || v == 0 || v > 1u << 20)
-                return usage_error("--segment-mib wants a size in MiB");
+            if (bench_parse_count(optarg, &v) || v == 0 || v > 1024 || (v & (v - 1)))
+                return usage_error("--segment-mib wants a power of two from 1 to 1024 (MiB)");
             g_opt.segment_bytes = v << 20;
             break;
         case OPT_PHASE_TIMES: g_phase_times = 1; break;

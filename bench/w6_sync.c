@@ -138,6 +138,10 @@ int w6_sync_main(int argc, char **argv)
             return 2;
         }
     free(copy);
+    if (ncounts == 0) {
+        fprintf(stderr, "salbench sync: -o wants a list of counts, such as 1,100,10000\n");
+        return 2;
+    }
 
     bench_dir d;
     bench_dir_setup(&d, dir);

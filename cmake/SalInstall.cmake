@@ -1,7 +1,8 @@
 # Install rules and packaging for the sal library.
 #
 # `cmake --install <build> [--prefix DIR]` installs:
-#   lib/libsal.so.0.1.0, libsal.so.0, libsal.so  the shared library
+#   lib/libsal.so.0.1.0, libsal.so.0.1, libsal.so  the shared library
+#                                                (soname libsal.so.0.1)
 #   lib/libsal.a                                 the static library
 #   include/sal.h                                the public header (the manual)
 #   lib/cmake/sal/                               find_package(sal): targets

@@ -60,10 +60,11 @@ static void fail(const char *what, int err)
     } while (0)
 
 /* Ids are opaque, but sal.h documents their layout: the table slot in the
- * low 32 bits and a generation above.  Printed as #slot.generation. */
+ * low 32 bits and a generation above.  Printed INDEX/GENERATION, as
+ * sal-gc prints them. */
 static const char *id_text(sal_id id, char buf[32])
 {
-    snprintf(buf, 32, "#%" PRIu64 ".%" PRIu64, id & 0xffffffffu,
+    snprintf(buf, 32, "%" PRIu64 "/%" PRIu64, id & 0xffffffffu,
              (id >> 32) & 0xffffffu);
     return buf;
 }
@@ -221,7 +222,8 @@ int main(int argc, char **argv)
     }
     CHECK(sal_session_open(heap, &s));
     printf("Created the heap file %s.\n", path);
-    printf("Ids below print as #slot.generation.\n");
+    printf("Every object has an id, printed N/G: its entry N in the object table\n"
+           "and G, how many times that entry was used before (a stale id is caught).\n");
 
     /* 1. Build a list of three items and publish it as root 0.  The list's
      * child slots own the items; root 0 takes over our reference. */
@@ -243,7 +245,8 @@ int main(int argc, char **argv)
     /* 2. A snapshot is just a retained root. */
     sal_id snapshot;
     CHECK(sal_root_get(s, 0, &snapshot));
-    printf("2. Took a snapshot of root 0: a retained id, %s.\n",
+    printf("2. Took a snapshot of root 0: our own reference to %s, which keeps\n"
+           "   that version alive whatever happens to root 0.\n",
            id_text(snapshot, a));
 
     /* 3. Change the list through copy-on-write.  The working copy starts as
@@ -271,8 +274,9 @@ int main(int argc, char **argv)
     CHECK(sal_set_child(s, work, 3, new_item(s, "dates")));
     CHECK(sal_root_set(s, 0, work)); /* publish; root 0 releases v1 */
     CHECK(sal_write_end(s));
-    printf("   Retitled it v2 and added dates in place: the copy is unique\n"
-           "   and uncommitted, so its id stays %s. Published it as root 0.\n",
+    printf("   Retitled it v2 and added dates in place: nobody else holds the\n"
+           "   copy and no commit has frozen it yet, so its id stays %s.\n"
+           "   Published it as root 0.\n",
            id_text(work, a));
 
     /* 4. Both versions, side by side. */
@@ -321,12 +325,12 @@ int main(int argc, char **argv)
     CHECK(sal_release(s, current));
 
     sal_heap_stats st = stats_of(heap);
-    printf("7. Heap stats: %" PRIu64 " live objects in %" PRIu64
-           " bytes; file %.1f MiB;\n"
-           "   %" PRIu64 " of %" PRIu64
-           " segments in use; commit epoch %" PRIu64 ".\n",
+    printf("7. Heap stats: %" PRIu64 " live objects, %" PRIu64
+           " bytes with their headers.\n"
+           "   The file holds %.1f MiB: its metadata and object table, and\n"
+           "   segments of 1 MiB that sessions fill (%" PRIu64 " of %" PRIu64 " in use).\n",
            st.live_objects, st.live_bytes, st.file_bytes / 1048576.0,
-           st.segments_in_use, st.segments_total, st.commit_epoch);
+           st.segments_in_use, st.segments_total);
     CHECK(sal_session_close(s));
     CHECK(sal_heap_close(heap));
 

@@ -7,7 +7,7 @@
 # the compilers, make, apt-get and sudo replaced by stubs that fail.
 #
 # cmake -DSOURCE_DIR=... -DWORK_DIR=... [-DSHOWCASE=...] [-DGUIDE=...]
-#       [-DRECOVER_TIME=...] -P cli_help.cmake
+#       [-DRECOVER_TIME=...] [-DSALBENCH=...] -P cli_help.cmake
 
 file(REMOVE_RECURSE "${WORK_DIR}")
 file(MAKE_DIRECTORY "${WORK_DIR}")
@@ -60,6 +60,12 @@ if(RECOVER_TIME)
   if(EXISTS "${WORK_DIR}/made.heap")
     message(FATAL_ERROR "sal-recover-time --make abc created a heap")
   endif()
+endif()
+
+if(SALBENCH)
+  expect(0 "salbench" "" "${SALBENCH}" --help)
+  expect(2 "" "-o wants a list of counts" "${SALBENCH}" sync -o ",")
+  expect(2 "" "--segment-mib wants a power of two" "${SALBENCH}" alloc --segment-mib 3)
 endif()
 
 # The scripts, with every tool they could install or build with replaced.

@@ -12,7 +12,7 @@ const char *sal_strerror(int err)
     case SAL_ECORRUPT: return "sal heap is damaged (checksum or cross-check failed)";
     case SAL_ETRUNCATED: return "sal heap file is shorter than its header says (truncated)";
     case SAL_ELOCKED: return "sal heap is open in another handle or process (a writer needs it alone; read-only opens share it)";
-    case SAL_EUNCLEAN: return "sal heap was not closed cleanly and must be recovered first";
+    case SAL_EUNCLEAN: return "sal heap was not closed cleanly and must be recovered first (open it with SAL_OPEN_RECOVER, or run sal-gc repair)";
     case SAL_EINVAL: return "invalid argument";
     case SAL_EBADID: return "invalid id (null, outside the object table, or never handed out)";
     case SAL_ESTALE: return "stale id (its object was released)";
