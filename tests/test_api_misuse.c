@@ -14,9 +14,9 @@
  * at its end that the heap closes cleanly, reopens without recovery, holds
  * its committed tree byte for byte and checks clean with sal-gc.
  *
- * Tests named defect_* reproduce defects found by this harness: they fail
- * until the library is fixed, and ctest skips them (tests/CMakeLists.txt);
- * run them with `test_api_misuse --filter 'defect_*'`.
+ * The tests after "Misuse that used to succeed" reproduce defects this
+ * harness found, each fixed since: ids a root or a slot holds alone handed
+ * on again, generations never handed out, syncs across two heaps.
  */
 #include "test_gc_util.h"
 
@@ -1766,18 +1766,17 @@ static void observe_closed_handles(void **state)
 }
 
 /* ---------------------------------------------------------------------
- * Defects found by this harness: these fail until the library is fixed
- * (ctest skips defect_*).
+ * Misuse that used to succeed (or hang): each test failed before its fix.
  * --------------------------------------------------------------------- */
 
-/* DEFECT: sal_root_set(root, id) with `id` already that root and the
+/* sal_root_set(root, id) with `id` already that root and the
  * root's reference its only one (the caller holds none: a misuse, and
  * provably so).  The call returns 0, releases the root's reference, and
  * the root goes on naming the freed object: the next commit, and the
  * clean close, publish a dangling root (the whole committed tree is lost;
  * the heap reopens without complaint, sal-gc finds the damage).  Expected:
  * SAL_EINVAL, nothing changed. */
-static void defect_root_set_own_id_unheld(void **state)
+static void root_set_own_id_unheld(void **state)
 {
     tu_ctx *c = *state;
     fx f;
@@ -1794,8 +1793,8 @@ static void defect_root_set_own_id_unheld(void **state)
     fx_end(&f);
 }
 
-/* DEFECT: the same through sal_root_cas(root, P, P). */
-static void defect_root_cas_own_id_unheld(void **state)
+/* The same through sal_root_cas(root, P, P). */
+static void root_cas_own_id_unheld(void **state)
 {
     tu_ctx *c = *state;
     fx f;
@@ -1810,11 +1809,11 @@ static void defect_root_cas_own_id_unheld(void **state)
     fx_end(&f);
 }
 
-/* DEFECT: sal_set_child(parent, slot, child) with `child` already in that
+/* sal_set_child(parent, slot, child) with `child` already in that
  * slot and the slot's reference its only one: 0, the child is freed while
  * the slot names it, and a publication then commits a dangling child.
  * Expected: SAL_EINVAL, nothing changed. */
-static void defect_set_child_own_id_unheld(void **state)
+static void set_child_own_id_unheld(void **state)
 {
     tu_ctx *c = *state;
     fx f;
@@ -1836,12 +1835,12 @@ static void defect_set_child_own_id_unheld(void **state)
     fx_end(&f);
 }
 
-/* DEFECT: sal_write(&id) where a root holds id's only reference (the
+/* sal_write(&id) where a root holds id's only reference (the
  * caller holds none: a root's count is never the caller's).  Committed:
  * the copy is handed out and the root's object dies under the root (the
  * committed tree is lost at the next commit).  Uncommitted: a published
  * object is written in place.  Expected: SAL_EINVAL, nothing changed. */
-static void defect_write_root_id_unheld(void **state)
+static void write_root_id_unheld(void **state)
 {
     tu_ctx *c = *state;
     fx f;
@@ -1870,11 +1869,10 @@ static void defect_write_root_id_unheld(void **state)
     fx_end(&f);
 }
 
-/* DEFECT: an id with a generation its entry never handed out is
+/* An id with a generation its entry never handed out is
  * SAL_ESTALE ("its object was released"); sal.h names SAL_EBADID for an
- * id "never handed out".  (test_error.c's bad_ids expects SAL_ESTALE for
- * such an id: it changes with the fix.) */
-static void defect_unissued_generation_is_stale(void **state)
+ * id "never handed out". */
+static void unissued_generation_is_badid(void **state)
 {
     tu_ctx *c = *state;
     fx f;
@@ -1908,8 +1906,8 @@ static void defect_unissued_generation_is_stale(void **state)
     fx_end(&f);
 }
 
-/* DEFECT: two threads each inside a write section of one heap, each
- * syncing the other's heap: both wait for ever (sal_sync refuses only
+/* Two threads each inside a write section of one heap, each
+ * syncing the other's heap: both waited for ever (sal_sync refused only
  * when the caller is in a write section of the heap it syncs; sal.h says
  * nothing of other heaps).  Expected: no hang (SAL_EBUSY). */
 typedef struct xheap {
@@ -1960,7 +1958,7 @@ static int child_cross_heap_sync(void *arg)
     return ok ? 0 : 12;
 }
 
-static void defect_cross_heap_sync_deadlock(void **state)
+static void cross_heap_sync_no_deadlock(void **state)
 {
     tu_ctx *c = *state;
     int st = tu_in_child(child_cross_heap_sync, c);
@@ -2004,12 +2002,12 @@ int main(int argc, char **argv)
         TU_TEST(garbage_in_child_slots),
         TU_TEST(null_everywhere),
         TU_TEST(observe_closed_handles),
-        TU_TEST(defect_root_set_own_id_unheld),
-        TU_TEST(defect_root_cas_own_id_unheld),
-        TU_TEST(defect_set_child_own_id_unheld),
-        TU_TEST(defect_write_root_id_unheld),
-        TU_TEST(defect_unissued_generation_is_stale),
-        TU_TEST(defect_cross_heap_sync_deadlock),
+        TU_TEST(root_set_own_id_unheld),
+        TU_TEST(root_cas_own_id_unheld),
+        TU_TEST(set_child_own_id_unheld),
+        TU_TEST(write_root_id_unheld),
+        TU_TEST(unissued_generation_is_badid),
+        TU_TEST(cross_heap_sync_no_deadlock),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

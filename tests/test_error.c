@@ -125,11 +125,16 @@ static void bad_ids(void **state)
     rc = sal_retain(e.s, high);
     if (rc != SAL_EBADID && rc != SAL_ESTALE)
         fail_msg("id with bit 60 set: sal_retain = %d (%s)", rc, sal_strerror(rc));
-    /* A wrong generation of a live index is stale. */
-    sal_id wrong_gen = e.a ^ (1ull << 33);
-    TU_ERR(sal_info(e.s, wrong_gen, &info), SAL_ESTALE);
-    TU_ERR(sal_retain(e.s, wrong_gen), SAL_ESTALE);
-    TU_ERR(sal_release(e.s, wrong_gen), SAL_ESTALE);
+    /* An older generation of a live index is stale (released); a newer
+     * one was never handed out. */
+    sal_id older = (sal_id)tu_index(e.a) | (sal_id)((tu_gen(e.a) - 1) & 0xffffffu) << 32;
+    TU_ERR(sal_info(e.s, older, &info), SAL_ESTALE);
+    TU_ERR(sal_retain(e.s, older), SAL_ESTALE);
+    TU_ERR(sal_release(e.s, older), SAL_ESTALE);
+    sal_id newer = e.a ^ (1ull << 33);
+    TU_ERR(sal_info(e.s, newer, &info), SAL_EBADID);
+    TU_ERR(sal_retain(e.s, newer), SAL_EBADID);
+    TU_ERR(sal_release(e.s, newer), SAL_EBADID);
     /* an index inside the table but never handed out */
     sal_id never = (sal_id)(tu_index(e.a) + 1000) | (1ull << 32);
     TU_ERR(sal_info(e.s, never, &info), SAL_EBADID); /* not "released" */

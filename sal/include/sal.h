@@ -415,7 +415,9 @@ SAL_API int sal_release(sal_session *session, sal_id id);
  * changed: no copy, *id_inout and your reference as they were.
  *
  * Do not pass an id that you read out of a parent's child slot: that
- * reference belongs to the parent; use sal_write_child(). */
+ * reference belongs to the parent; use sal_write_child() (see Caveats:
+ * not detected, and it loses committed data).  An id whose only reference
+ * a root holds is refused: SAL_EINVAL, nothing changed. */
 SAL_API int sal_write(sal_session *session, sal_id *id_inout, void **ptr_out);
 
 /* Get write access to the child in slot `slot` of `parent`, which must be
@@ -435,7 +437,9 @@ SAL_API int sal_write_child(sal_session *session, sal_id parent, unsigned slot,
  * SAL_NULL_ID) in slot `slot` of the writable `parent`, releasing the
  * reference the slot held before.  SAL_EINVAL if `child` is `parent`
  * itself (it would own itself and never be freed; longer cycles are not
- * detected: recovery frees them).  On any error nothing changed and
+ * detected: recovery frees them), and if `child` has a count of 1 that
+ * this slot or a root holds (not yours to give: storing it again would
+ * free what they name).  On any error nothing changed and
  * `child` is still yours.  Once stored, a trouble freeing the previous
  * child (out of memory, a dangling id under it) is not the call's: it is
  * left for recovery as in sal_release(), and the call returns 0. */
@@ -454,9 +458,10 @@ SAL_API int sal_root_get(sal_session *session, unsigned root, sal_id *id_out);
  * an allocating session (SAL_EREADONLY for a reader).  Your reference to
  * `id` passes to the root (retain first if you want to keep using it); the
  * root's previous object is released.  `id` may be SAL_NULL_ID to empty
- * the root.  On any error nothing changed and `id` is still yours; a
- * trouble freeing the previous object is not the call's (see
- * sal_set_child()).
+ * the root.  SAL_EINVAL if a root holds `id`'s only reference (you hold
+ * none to give; setting a root to it again would free what it names).
+ * On any error nothing changed and `id` is still yours; a trouble freeing
+ * the previous object is not the call's (see sal_set_child()).
  *
  * Publishing ends the write access granted so far in this write section:
  * readers may reach `id` and everything below it from now on, so nothing
@@ -471,7 +476,7 @@ SAL_API int sal_root_set(sal_session *session, unsigned root, sal_id id);
 
 /* Publish `desired` only if root `root` is `expected`: otherwise
  * SAL_ECONFLICT and nothing changes (you keep your reference to desired).
- * Needs a write section, like sal_root_set().
+ * Needs a write section, like sal_root_set(); SAL_EINVAL as there.
  * On success your reference to `desired` passes to the root and the
  * root's reference to `expected` is released, and, as with
  * sal_root_set(), the write access granted so far in the section ends.
@@ -503,7 +508,11 @@ SAL_API int sal_root_cas(sal_session *session, unsigned root, sal_id expected,
  * one: the new objects' bytes, back to back, and a few metadata pages.
  *
  * The calling thread must not be inside a write section of this heap
- * (SAL_EBUSY).
+ * (SAL_EBUSY).  A thread inside a write section of another heap does not
+ * wait either: if a write section of this heap is open at that moment,
+ * SAL_EBUSY (two threads each syncing the other's heap from a write
+ * section would otherwise wait for each other for ever); end the section
+ * and sync again.
  * Errors: SAL_EREADONLY, SAL_EINVAL (mode), or the errno of a failed
  * mprotect/msync/sync_file_range; the previous commit stays intact and the
  * next sync flushes what this one could not.  SAL_ENOMEM if the commit's
@@ -585,8 +594,13 @@ SAL_API int sal_heap_stats_get(sal_heap *heap, sal_heap_stats *out);
  *   segment that no commit has covered yet is reused in place: by the
  *   session that reuses it even inside its own section, by the others only
  *   once the sections that might still see the dead objects have ended.
- * - sal_write() trusts that you hold the reference you pass in.  Passing an
- *   id that only a parent holds may write in place under a snapshot.
+ * - sal_write() trusts that you hold the reference you pass in.  An id
+ *   that only a root holds is refused (SAL_EINVAL), as sal_set_child(),
+ *   sal_root_set() and sal_root_cas() refuse to be handed a reference only
+ *   a root or that very slot holds.  An id that only a parent's child slot
+ *   holds is not detected: sal_write() writes it in place under a snapshot
+ *   (uncommitted) or hands out a copy and frees the original under its
+ *   parent (committed), which then names a dead id: committed data lost.
  * - The address range is reserved at open: reserve_bytes of virtual memory
  *   per open heap (MAP_NORESERVE; it costs no RAM until used).
  * - Objects larger than a segment are refused (SAL_ETOOBIG); choose

@@ -95,6 +95,8 @@ int sal_write(sal_session *s, sal_id *id_inout, void **ptr_out)
     sal_object_header *hdr;
     if ((err = sal_resolve(s->heap, *id_inout, &e, &hdr)))
         return err;
+    if (sal_root_holds_only(s->heap, *id_inout, e))
+        return SAL_EINVAL; /* the root's reference, not the caller's */
     if (!writable_in_place(s->heap, e, hdr)) {
         sal_id nid;
         err = cow_copy(s, *id_inout, e, hdr, &nid, &hdr);
@@ -182,13 +184,18 @@ int sal_set_child(sal_session *s, sal_id parent, unsigned slot, sal_id child)
     sal_object_header *ph;
     if ((err = writable_parent(s, parent, slot, &ph)))
         return err;
+    sal_id *slots = (sal_id *)(ph + 1);
     if (child != SAL_NULL_ID) {
         uint64_t e;
         sal_object_header *ch;
         if ((err = sal_resolve(s->heap, child, &e, &ch)))
             return err;
+        /* A count of 1 that this slot or a root holds is not the
+         * caller's to give: storing it would free what they name. */
+        if (sal_entry_rc(e) == 1 &&
+            (slots[slot] == child || sal_root_holds_only(s->heap, child, e)))
+            return SAL_EINVAL;
     }
-    sal_id *slots = (sal_id *)(ph + 1);
     sal_id old = slots[slot];
     slots[slot] = child;
     /* The parent owns `child` now: an error would tell the caller it still

@@ -427,6 +427,13 @@ static inline int sal_session_check(sal_session *s)
  * granted yet. */
 void sal_publication_ends_grants(sal_session *s);
 
+/* roots.c: is `id`, whose entry `e` a caller just resolved, held by a root
+ * alone?  A root's reference is never the caller's: with a count of 1 the
+ * caller holds none, and going on (writing, copying, handing the id to a
+ * slot or a root) would free the object the root still names.  Reads the
+ * 64 roots, only when the count is 1. */
+int sal_root_holds_only(sal_heap *h, sal_id id, uint64_t e);
+
 /* roots.c: wait for every sal_root_get() in flight now to end.  A get
  * that read a root before it was replaced may land its count on the old
  * object after its other holder was granted it in place, and gives it back

@@ -3,11 +3,13 @@
  *
  * Resolution checks, in this order: the id is well formed and below the
  * table's high-water mark (else SAL_EBADID); its entry has a nonzero count
- * (else SAL_ESTALE); the entry's location lies inside the file's data
- * region (else SAL_ECORRUPT); and the header there carries exactly this id,
- * generation included (else SAL_ESTALE if it carries the same index with
- * another generation: the entry now names a newer object; SAL_ECORRUPT if
- * it carries another index).
+ * (else SAL_ESTALE, or SAL_EBADID if the id's generation is newer than
+ * any the entry handed out); the entry's location lies inside the file's
+ * data region (else SAL_ECORRUPT); and the header there carries exactly
+ * this id, generation included (else SAL_ESTALE if it carries the same
+ * index with an older generation: the entry now names a newer object;
+ * SAL_EBADID if the id's generation is the newer, never handed out;
+ * SAL_ECORRUPT if it carries another index).
  *
  * Freeing is iterative: a dying object's children are released one by one,
  * and those that die too are pushed on the session's worklist, so a chain
@@ -55,15 +57,24 @@ SAL_HOT int resolve(sal_heap *h, sal_id id, uint64_t *entry_out, sal_object_head
     if (err)
         return err;
     uint64_t e = atomic_load_explicit(&h->table[sal_id_index(id)], memory_order_acquire);
-    if (sal_entry_rc(e) == 0)
-        return e == 0 ? SAL_EBADID : SAL_ESTALE; /* never used, or released */
+    if (sal_entry_rc(e) == 0) {
+        /* Never used; released (a free entry keeps the generation of its
+         * last id, a dying one is about to); or a generation the entry
+         * has not handed out yet. */
+        if (e == 0 || ((e & SAL_ENTRY_FREE) && sal_gen_newer(sal_id_gen(id), sal_entry_gen(e))))
+            return SAL_EBADID;
+        return SAL_ESTALE;
+    }
     sal_object_header *hdr = entry_header(h, e);
     if (!hdr)
         return SAL_ECORRUPT;
     if (hdr->id != id) {
         /* Same entry, other generation: the id was released and its entry
-         * reused.  Another entry's object, or no header at all: damage. */
-        return sal_id_index(hdr->id) == sal_id_index(id) ? SAL_ESTALE : SAL_ECORRUPT;
+         * reused, or (newer) was never handed out.  Another entry's
+         * object, or no header at all: damage. */
+        if (sal_id_index(hdr->id) != sal_id_index(id))
+            return SAL_ECORRUPT;
+        return sal_gen_newer(sal_id_gen(id), sal_id_gen(hdr->id)) ? SAL_EBADID : SAL_ESTALE;
     }
     /* The object must fit its segment: a damaged size never sends a reader
      * past the end of the file. */

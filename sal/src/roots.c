@@ -82,13 +82,29 @@ void sal_root_gets_wait(sal_heap *h)
     }
 }
 
+int sal_root_holds_only(sal_heap *h, sal_id id, uint64_t e)
+{
+    if (sal_entry_rc(e) != 1)
+        return 0;
+    for (unsigned r = 0; r < SAL_ROOT_COUNT; r++)
+        if (atomic_load_explicit(&h->roots[r], memory_order_relaxed) == id)
+            return 1;
+    return 0;
+}
+
+/* A value for a root: null, or an object the caller holds a reference to
+ * (one only a root holds is not the caller's to give: setting a root to
+ * it again would release the root's reference and free what it names). */
 static int root_value_check(sal_session *s, sal_id id)
 {
     if (id == SAL_NULL_ID)
         return 0;
     uint64_t e;
     sal_object_header *hdr;
-    return sal_resolve(s->heap, id, &e, &hdr);
+    int err = sal_resolve(s->heap, id, &e, &hdr);
+    if (!err && sal_root_holds_only(s->heap, id, e))
+        err = SAL_EINVAL;
+    return err;
 }
 
 /* Publishing is a write: it needs a write section, so that a commit's cut,

@@ -133,6 +133,23 @@ static int seg_finished(int state)
     return state == SEG_FULL || state == SEG_SWEEPING || state == SEG_RECYCLABLE;
 }
 
+static int writers_inside(sal_heap *h)
+{
+    for (unsigned i = 0; i < SAL_MAX_SESSIONS; i++)
+        if (atomic_load(&h->slots[i].writing))
+            return 1;
+    return 0;
+}
+
+/* Lets the write sections held at the door in (sal_cut_wait). */
+static void cut_door_open(sal_heap *h)
+{
+    pthread_mutex_lock(&h->cut_lock);
+    atomic_store(&h->cut_pending, 0);
+    pthread_cond_broadcast(&h->cut_cond);
+    pthread_mutex_unlock(&h->cut_lock);
+}
+
 static void wait_for_writers(sal_heap *h)
 {
     for (unsigned i = 0; i < SAL_MAX_SESSIONS; i++) {
@@ -184,6 +201,13 @@ static int cut_take(sal_heap *h, cut *c, int mode, sal_id *roots_out)
 {
     memset(c, 0, sizeof *c);
     atomic_store(&h->cut_pending, 1);
+    if (sal_thread_write_sections() > 0 && writers_inside(h)) {
+        /* The caller is inside a write section of another heap, whose
+         * commit may be waiting for it while one of these writers syncs
+         * that heap: waiting here could be for ever. */
+        cut_door_open(h);
+        return SAL_EBUSY;
+    }
     wait_for_writers(h);
 
     pthread_mutex_lock(&h->sessions_lock);
@@ -308,10 +332,7 @@ static int cut_take(sal_heap *h, cut *c, int mode, sal_id *roots_out)
     pthread_mutex_unlock(&h->seg_lock);
     pthread_mutex_unlock(&h->sessions_lock);
 
-    pthread_mutex_lock(&h->cut_lock);
-    atomic_store(&h->cut_pending, 0);
-    pthread_cond_broadcast(&h->cut_cond);
-    pthread_mutex_unlock(&h->cut_lock);
+    cut_door_open(h);
     return err;
 }
 
