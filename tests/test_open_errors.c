@@ -267,6 +267,71 @@ static void truncated_heap(void **state)
     TU_OK(sal_heap_close(h));
 }
 
+/* Cut inside the metadata, before the first segment: within the superblock
+ * page, the commit slots, the segment-table copies and the object table.
+ * Every such file is SAL_ETRUNCATED (the magic is intact), never another
+ * error, never a crash (a child runs the opens). */
+static void expect_child_ok(int status, const char *what);
+
+typedef struct cut_arg {
+    const char *path;
+    uint64_t cut;
+} cut_arg;
+
+static int child_open_truncated(void *argp)
+{
+    cut_arg *a = argp;
+    for (int ro = 0; ro < 2; ro++) {
+        sal_options o = ro_options();
+        sal_heap *h = (sal_heap *)0x1;
+        int rc = sal_heap_open(a->path, ro ? &o : NULL, &h);
+        if (rc != SAL_ETRUNCATED || h != NULL) {
+            fprintf(stderr, "truncated to %" PRIu64 " bytes: %sopen returned %d (%s)\n",
+                    a->cut, ro ? "read-only " : "", rc, sal_strerror(rc));
+            return 20 + ro;
+        }
+    }
+    return 0;
+}
+
+static void truncated_in_metadata(void **state)
+{
+    tu_ctx *c = *state;
+    base_heap b;
+    base_build(c->path, &b);
+    sal_superblock sb;
+    read_superblock(c->path, &sb);
+    assert_true(sb.table_offset > SAL_SEGTAB_OFFSET);
+    assert_true(sb.data_offset > sb.table_offset);
+    char copy[PATH_MAX];
+    tu_join(copy, sizeof(copy), c->dir, "copy");
+    uint64_t cuts[] = {
+        sizeof(sal_superblock),                       /* the superblock alone */
+        SAL_SLOT0_OFFSET,                             /* no commit slot */
+        SAL_SLOT0_OFFSET + sizeof(sal_commit_slot) / 2, /* half of slot 0 */
+        SAL_SLOT1_OFFSET + sizeof(sal_commit_slot),   /* the durable slots only */
+        SAL_SEGTAB_OFFSET,                            /* no segment table */
+        SAL_SEGTAB_OFFSET + 100,                      /* a part of its first copy */
+        sb.table_offset,                              /* no object table */
+        sb.table_offset + 4096,                       /* its first page */
+        sb.data_offset - 1,                           /* all but the last byte */
+    };
+    for (size_t k = 0; k < sizeof(cuts) / sizeof(cuts[0]); k++) {
+        assert_int_equal(tu_copy_file(c->path, copy), 0);
+        assert_int_equal(truncate(copy, (off_t)cuts[k]), 0);
+        uint64_t h0, n0, h1, n1;
+        assert_int_equal(tu_hash_file(copy, &h0, &n0), 0);
+        assert_int_equal(n0, cuts[k]);
+        cut_arg a = {copy, cuts[k]};
+        char what[96];
+        snprintf(what, sizeof(what), "heap truncated to %" PRIu64 " bytes (metadata)", cuts[k]);
+        expect_child_ok(tu_in_child(child_open_truncated, &a), what);
+        assert_int_equal(tu_hash_file(copy, &h1, &n1), 0);
+        if (h0 != h1 || n0 != n1)
+            fail_msg("%s: the failed open changed the file", what);
+    }
+}
+
 /* ---------------------------------------------------------------------
  * Damaged superblock
  * --------------------------------------------------------------------- */
@@ -989,6 +1054,7 @@ int main(int argc, char **argv)
         TU_TEST(directory_as_path),
         TU_TEST(nonexistent_path),
         TU_TEST(truncated_heap),
+        TU_TEST(truncated_in_metadata),
         TU_TEST(superblock_byte_64),
         TU_TEST(superblock_every_byte),
         TU_TEST(other_format_version),
