@@ -476,6 +476,57 @@ static void superblock_bad_geometry(void **state)
     TU_OK(sal_heap_close(h));
 }
 
+/* The geometry cross-checks superblock_bad_geometry does not reach, one
+ * field at a time, each value chosen so that the other checks still pass
+ * (a valid checksum, a layout of this build): SAL_ECORRUPT, file unchanged.
+ * Without them later code computes table and segment addresses outside
+ * the regions the file reserves for them. */
+static void superblock_cross_checks(void **state)
+{
+    tu_ctx *c = *state;
+    base_heap b;
+    base_build(c->path, &b);
+    sal_superblock orig;
+    read_superblock(c->path, &orig);
+    /* The base heap's geometry, which the values below are chosen for. */
+    assert_int_equal(orig.segment_bytes, 1u << 20);
+    assert_int_equal(orig.table_offset % SAL_REGION_ALIGN, 0);
+    assert_true(orig.table_offset >= SAL_SEGTAB_OFFSET + SAL_SLOT_COUNT * orig.segtab_bytes);
+    assert_true(orig.max_objects * 8 <= SAL_TABLE_CHUNK_BYTES / 2);
+    assert_int_equal(orig.table_bytes, SAL_TABLE_CHUNK_BYTES);
+    assert_true(orig.segtab_bytes > SAL_PAGE_BYTES);
+    for (int k = 0; k < 12; k++) {
+        sal_superblock sb = orig;
+        const char *what = "";
+        switch (k) {
+        case 0: sb.segment_bytes = SAL_MAX_SEGMENT_BYTES * 2; what = "segment_bytes above the maximum"; break;
+        case 1: sb.max_objects = 1; what = "max_objects below 2"; break;
+        case 2: sb.max_objects = SAL_MAX_OBJECTS_LIMIT + 2; what = "max_objects above the limit"; break;
+        case 3: sb.segtab_offset += SAL_PAGE_BYTES; what = "segtab_offset elsewhere"; break;
+        case 4: sb.segtab_bytes = SAL_PAGE_BYTES; what = "segment table too short for the segments"; break;
+        case 5: sb.table_offset = 0; what = "object table over the segment tables"; break;
+        case 6: sb.table_bytes = 0; what = "object table shorter than max_objects entries"; break;
+        case 7: sb.max_objects = orig.table_bytes / 8 + 1; what = "max_objects beyond the table"; break;
+        case 8: sb.table_bytes = SAL_TABLE_CHUNK_BYTES / 2; what = "table_bytes not whole chunks"; break;
+        case 9: sb.segment_count = 0; what = "no segment"; break;
+        case 10: sb.segment_count += 1; what = "more segments than the reservation holds"; break;
+        case 11:
+            sb.data_offset += SAL_PAGE_BYTES;
+            sb.segment_count -= 1; /* still inside the reservation */
+            what = "data_offset not on a segment boundary";
+            break;
+        }
+        sal_superblock_seal(&sb);
+        assert_int_equal(tu_patch(c->path, 0, &sb, sizeof(sb)), 0);
+        expect_open_error(c->path, SAL_ECORRUPT, what);
+    }
+    assert_int_equal(tu_patch(c->path, 0, &orig, sizeof(orig)), 0);
+    sal_heap *h;
+    TU_OK(sal_heap_open(c->path, NULL, &h));
+    base_verify_root0(h, &b);
+    TU_OK(sal_heap_close(h));
+}
+
 /* ---------------------------------------------------------------------
  * Damaged commit slots
  * --------------------------------------------------------------------- */
@@ -1059,6 +1110,7 @@ int main(int argc, char **argv)
         TU_TEST(superblock_every_byte),
         TU_TEST(other_format_version),
         TU_TEST(superblock_bad_geometry),
+        TU_TEST(superblock_cross_checks),
         TU_TEST(both_slots_damaged),
         TU_TEST(one_slot_damaged),
         TU_TEST(slot_file_bytes_past_data_region),
