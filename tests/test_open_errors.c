@@ -858,6 +858,69 @@ static void damaged_table_entry(void **state)
     }
 }
 
+/* Child: a read-only open (which never grows the file), then sal_read and
+ * sal_info of `id` must say SAL_ECORRUPT.  Exit 0 on success. */
+static int child_read_damaged_ro(void *argp)
+{
+    damage_arg *a = argp;
+    sal_options o = ro_options();
+    sal_heap *h;
+    int rc = sal_heap_open(a->path, &o, &h);
+    if (rc != 0) {
+        fprintf(stderr, "read-only open returned %d (%s)\n", rc, sal_strerror(rc));
+        return 10;
+    }
+    sal_session *r;
+    if (sal_reader_open(h, &r) != 0)
+        return 11;
+    const void *p = NULL;
+    sal_read_begin(r);
+    int rc_read = sal_read(r, a->id, &p);
+    sal_read_end(r);
+    sal_object_info info;
+    int rc_info = sal_info(r, a->id, &info);
+    sal_session_close(r);
+    sal_heap_close(h);
+    if (rc_read != SAL_ECORRUPT || rc_info != SAL_ECORRUPT) {
+        fprintf(stderr, "sal_read %d (%s), sal_info %d (%s)\n", rc_read, sal_strerror(rc_read),
+                rc_info, sal_strerror(rc_info));
+        return 12;
+    }
+    return 0;
+}
+
+/* A table entry locating an object whose header would run past the end of
+ * the committed file: the 8 bytes there hold the object's id (so the id
+ * check alone passes), the rest of its header lies beyond the end.  The
+ * location check must count the whole header, or the read goes past the
+ * file (SIGBUS) or takes bytes that are no header for one. */
+static void table_entry_at_end_of_file(void **state)
+{
+    tu_ctx *c = *state;
+    base_heap b;
+    base_build(c->path, &b);
+    sal_superblock sb;
+    read_superblock(c->path, &sb);
+    sal_commit_slot s0, s1;
+    read_slot(c->path, 0, &s0);
+    read_slot(c->path, 1, &s1);
+    const sal_commit_slot *cur = s0.epoch > s1.epoch ? &s0 : &s1;
+    struct stat st;
+    assert_int_equal(stat(c->path, &st), 0);
+    assert_int_equal((uint64_t)st.st_size, cur->file_bytes);
+    sal_id victim = b.child[3];
+    uint64_t entry_off = sb.table_offset + (uint64_t)tu_index(victim) * 8;
+    uint64_t entry;
+    assert_int_equal(tu_peek(c->path, entry_off, &entry, 8), 0);
+    uint64_t at = cur->file_bytes - 8;
+    uint64_t bad = (entry & ~SAL_ENTRY_LOC_MASK) | ((at >> 3) & SAL_ENTRY_LOC_MASK);
+    assert_int_equal(tu_patch(c->path, entry_off, &bad, 8), 0);
+    assert_int_equal(tu_patch(c->path, at, &victim, 8), 0);
+    damage_arg a = {c->path, victim, 0};
+    expect_child_ok(tu_in_child(child_read_damaged_ro, &a),
+                    "table entry locating a header that ends past the file");
+}
+
 static void damaged_object_header(void **state)
 {
     tu_ctx *c = *state;
@@ -1116,6 +1179,7 @@ int main(int argc, char **argv)
         TU_TEST(slot_file_bytes_past_data_region),
         TU_TEST(failed_repair_leaves_table),
         TU_TEST(damaged_table_entry),
+        TU_TEST(table_entry_at_end_of_file),
         TU_TEST(damaged_object_header),
         TU_TEST(second_writer_is_locked),
         TU_TEST(created_heap_is_locked),
