@@ -621,6 +621,65 @@ static void slot_file_bytes_past_data_region(void **state)
     TU_OK(sal_heap_close(h));
 }
 
+/* The newest slot, its checksum valid, with one field out of its range:
+ * the slot is not valid, and a read-only open shows exactly the other
+ * slot's roots (a root beyond the table's high-water mark would name an
+ * entry no commit wrote; a high-water mark beyond the table or the
+ * segments would let later code index past them). */
+static void forged_slot_fields(void **state)
+{
+    tu_ctx *c = *state;
+    base_heap b;
+    sal_id extra;
+    base_build_two_commits(c->path, &b, &extra);
+    sal_superblock sb;
+    read_superblock(c->path, &sb);
+    sal_commit_slot slot[2];
+    read_slot(c->path, 0, &slot[0]);
+    read_slot(c->path, 1, &slot[1]);
+    int newest = slot[1].epoch > slot[0].epoch;
+    const sal_commit_slot *other = &slot[!newest];
+    assert_int_not_equal(slot[newest].roots[2], other->roots[2]); /* they differ */
+    char copy[PATH_MAX];
+    tu_join(copy, sizeof(copy), c->dir, "copy");
+    for (int k = 0; k < 8; k++) {
+        sal_commit_slot f = slot[newest];
+        const char *what = "";
+        switch (k) {
+        case 0: f.roots[5] = sal_id_make((uint32_t)f.ids_high_water, 1); what = "a root at the high-water mark"; break;
+        case 1: f.roots[5] = (sal_id)tu_index(f.roots[0]) | (1ull << 60); what = "a root with bits 56..63 set"; break;
+        case 2: f.ids_high_water = sb.max_objects + 1; what = "ids_high_water beyond the table"; break;
+        case 3: f.ids_high_water = 0; what = "ids_high_water 0"; break;
+        case 4: f.segments_high_water = sb.segment_count + 1; what = "segments_high_water beyond the segments"; break;
+        case 5: f.clean = 2; what = "clean neither 0 nor 1"; break;
+        case 6: f.durable_epoch = f.epoch + 1; what = "durable_epoch after its own epoch"; break;
+        case 7: f.heap_uid[1] ^= 1; what = "another heap's uid"; break;
+        }
+        sal_slot_seal(&f);
+        assert_int_equal(tu_copy_file(c->path, copy), 0);
+        TU_OK(tu_patch(copy, newest ? SAL_SLOT1_OFFSET : SAL_SLOT0_OFFSET, &f, sizeof f));
+        sal_options ro = ro_options();
+        sal_heap *h;
+        int rc = sal_heap_open(copy, &ro, &h);
+        if (rc != 0)
+            fail_msg("%s: read-only open returned %d (%s)", what, rc, sal_strerror(rc));
+        sal_session *r;
+        TU_OK(sal_reader_open(h, &r));
+        for (unsigned i = 0; i < SAL_ROOT_COUNT; i++) {
+            sal_id id;
+            TU_OK(sal_root_get(r, i, &id));
+            if (id != other->roots[i])
+                fail_msg("%s: root %u is %#" PRIx64 ", the valid slot says %#" PRIx64
+                         ": the forged slot was used",
+                         what, i, id, other->roots[i]);
+            if (id != SAL_NULL_ID)
+                TU_OK(sal_release(r, id));
+        }
+        TU_OK(sal_session_close(r));
+        TU_OK(sal_heap_close(h));
+    }
+}
+
 /* A repair (SAL_OPEN_REPAIR) of a cleanly closed heap that runs out of
  * memory halfway left the table forgotten (every entry free) in the shared
  * mapping while the slot still said clean: the next plain open trusted
@@ -1177,6 +1236,7 @@ int main(int argc, char **argv)
         TU_TEST(both_slots_damaged),
         TU_TEST(one_slot_damaged),
         TU_TEST(slot_file_bytes_past_data_region),
+        TU_TEST(forged_slot_fields),
         TU_TEST(failed_repair_leaves_table),
         TU_TEST(damaged_table_entry),
         TU_TEST(table_entry_at_end_of_file),
