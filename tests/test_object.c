@@ -1029,6 +1029,19 @@ static sal_id build_chain(sal_session *s, uint64_t n)
     return prev;
 }
 
+/* sal_info of each of the n ids is SAL_ESTALE. */
+static void expect_all_stale(sal_session *s, const sal_id *ids, uint64_t n, const char *when)
+{
+    for (uint64_t i = 0; i < n; i++) {
+        sal_object_info info;
+        int rc = sal_info(s, ids[i], &info);
+        if (rc != SAL_ESTALE)
+            fail_msg("%s: node %" PRIu64 " (id %#" PRIx64 ") of the first chain: sal_info = %d "
+                     "(%s), expected SAL_ESTALE",
+                     when, i, ids[i], rc, sal_strerror(rc));
+    }
+}
+
 static void chain_10m(void **state)
 {
     tu_ctx *c = *state;
@@ -1036,11 +1049,15 @@ static void chain_10m(void **state)
     sal_options o;
     sal_options_init(&o);
     o.reserve_bytes = 8ull << 30;
-    o.max_objects = 1ull << 25;
+    /* Exactly the ids the chain and `keep` need: the second round fits
+     * only if every id of the first came back. */
+    o.max_objects = n + 1;
     sal_heap *h;
     TU_OK(sal_heap_create(c->path, &o, &h));
     sal_session *s;
     TU_OK(sal_session_open(h, &s));
+    sal_id *chain = malloc(n * sizeof *chain); /* round 0's ids, head first */
+    assert_non_null(chain);
     /* One unrelated live object, so that "back to before" is not just 0. */
     sal_id keep;
     void *kp;
@@ -1049,7 +1066,7 @@ static void chain_10m(void **state)
     tu_fill(kp, 100, 0, 42);
     TU_OK(sal_write_end(s));
     sal_heap_stats before = tu_stats(h);
-    uint64_t hw_round1 = 0;
+    uint64_t hw_round1 = 0, file_round1 = 0;
 
     for (int round = 0; round < 2; round++) {
         double t0 = tu_now();
@@ -1057,6 +1074,10 @@ static void chain_10m(void **state)
         double t_build = tu_now() - t0;
         sal_heap_stats built = tu_stats(h);
         assert_int_equal(built.live_objects, before.live_objects + n);
+        /* Round 1's chain has every index of round 0's (the table has no
+         * other): the old ids stay released, also after their reuse. */
+        if (round == 1)
+            expect_all_stale(s, chain, n, "with their indexes reused");
         assert_true(built.live_bytes >= before.live_bytes + n * 16);
         if (round == 0) {
             /* Walk it once: every link and position. */
@@ -1070,6 +1091,8 @@ static void chain_10m(void **state)
                     fail_msg("node %" PRIu64 ": sal_read %d (%s)", count, rc, sal_strerror(rc));
                 if (p[1] != n - 1 - count)
                     fail_msg("node %" PRIu64 " holds position %" PRIu64, count, p[1]);
+                if (count < n)
+                    chain[count] = cur;
                 cur = p[0];
                 count++;
                 if ((count & 65535) == 0) {
@@ -1086,21 +1109,36 @@ static void chain_10m(void **state)
         sal_heap_stats after = tu_stats(h);
         print_message("chain_10m round %d: %" PRIu64 " objects built in %.2f s, released on a "
                       "64 KiB stack in %.2f s; ids_high_water %" PRIu64 ", file %" PRIu64
-                      " MiB, segments in use %" PRIu64 " free %" PRIu64 "\n",
+                      " MiB, segments in use %" PRIu64 " (%" PRIu64 " before) free %" PRIu64
+                      "\n",
                       round, n, t_build, rel, after.ids_high_water, after.file_bytes >> 20,
-                      after.segments_in_use, after.segments_free);
+                      after.segments_in_use, before.segments_in_use, after.segments_free);
         assert_int_equal(after.live_objects, before.live_objects);
         assert_int_equal(after.live_bytes, before.live_bytes);
         expect_stale(s, head, "head of the released chain");
+        /* Every id of round 0's chain is released. */
+        expect_all_stale(s, chain, n, round ? "after round 1's release" : "after the release");
+        /* Every byte: the emptied segments are free again. */
+        if (after.segments_in_use > before.segments_in_use + 1)
+            fail_msg("round %d: %" PRIu64 " segments in use after the release, %" PRIu64
+                     " before the chain",
+                     round, after.segments_in_use, before.segments_in_use);
         if (round == 0) {
             hw_round1 = after.ids_high_water;
+            file_round1 = after.file_bytes;
             assert_true(hw_round1 >= n);
-        } else if (after.ids_high_water > hw_round1) {
-            fail_msg("round 2: ids_high_water grew from %" PRIu64 " to %" PRIu64
-                     ": released ids were not reused",
-                     hw_round1, after.ids_high_water);
+        } else {
+            if (after.ids_high_water > hw_round1)
+                fail_msg("round 2: ids_high_water grew from %" PRIu64 " to %" PRIu64
+                         ": released ids were not reused",
+                         hw_round1, after.ids_high_water);
+            if (after.file_bytes > file_round1 + 2 * after.segment_bytes)
+                fail_msg("round 2: the file grew from %" PRIu64 " to %" PRIu64
+                         " bytes: the first chain's segments were not reused",
+                         file_round1, after.file_bytes);
         }
     }
+    free(chain);
     /* The unrelated object is intact. */
     const void *q;
     TU_OK(sal_read_begin(s));
