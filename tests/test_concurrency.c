@@ -654,6 +654,7 @@ typedef struct snap_ctx {
     uint64_t total_sum; /* sum of all leaf values, initially */
     _Atomic uint64_t delta_total; /* what the writer added so far */
     _Atomic uint64_t passes, fresh_snapshots;
+    _Atomic uint64_t passes_half_way; /* passes done when the writer was half way */
     uint64_t live_while_held;
 } snap_ctx;
 
@@ -758,6 +759,16 @@ static void *snap_writer(void *arg)
     while (!atomic_load(&ctx->snapshot_taken))
         usleep(100);
     for (int it = 1; it <= ctx->iterations && !tu_latch_failed(&ctx->latch); it++) {
+        if (it == ctx->iterations / 2 + 1) {
+            /* Half way: the snapshot holder has verified a whole pass and
+             * the fresh readers have checked snapshots while this writer
+             * is still at work (else the test proves nothing of the
+             * overlap on a machine that ran the writer first). */
+            while ((atomic_load(&ctx->passes) == 0 || atomic_load(&ctx->fresh_snapshots) == 0) &&
+                   !tu_latch_failed(&ctx->latch))
+                usleep(100);
+            atomic_store(&ctx->passes_half_way, atomic_load(&ctx->passes));
+        }
         uint64_t delta = 1 + tu_rand_below(&rng, 1000);
         sal_id work;
         TU_W_OK(&ctx->latch, sal_root_get(s, 0, &work), NULL);
@@ -848,6 +859,8 @@ static void snapshot_reader_vs_writer(void **state)
                   (uint64_t)atomic_load(&ctx->fresh_snapshots), held.live_objects,
                   freed.live_objects);
     assert_true(atomic_load(&ctx->passes) >= 2);
+    assert_true(atomic_load(&ctx->passes_half_way) >= 1);
+    assert_true(atomic_load(&ctx->fresh_snapshots) >= 1);
     assert_true(held.live_objects > ctx->nodes);
     assert_true(held.live_objects <= 2 * ctx->nodes);
     assert_int_equal(freed.live_objects, ctx->nodes);
