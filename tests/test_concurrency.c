@@ -1424,6 +1424,7 @@ typedef struct rg_ctx {
     _Atomic uint64_t iters, gets, disturbed;
     uint64_t seed;
     int err;
+    int reader_err; /* the reader's first failed call */
 } rg_ctx;
 
 static void *rg_writer(void *arg)
@@ -1471,17 +1472,23 @@ static void *rg_reader(void *arg)
     rg_ctx *x = arg;
     sal_session *r;
     int err = sal_reader_open(x->heap, &r);
+    if (err) {
+        x->reader_err = err;
+        atomic_store(&x->stop, 1); /* the writer stops at once */
+    }
     atomic_store(&x->reading, 1); /* the writer waits for it */
     if (err)
         return NULL;
-    while (!atomic_load(&x->stop)) {
+    /* Every call must succeed: a get holds the object, so its read cannot
+     * fail; a read that failed would skip the poison check. */
+    while (!err && !atomic_load(&x->stop)) {
         sal_id id;
         const void *p;
-        if (sal_read_begin(r) != 0)
+        if ((err = sal_read_begin(r)))
             break;
-        if (sal_root_get(r, 0, &id) == 0 && id != SAL_NULL_ID) {
+        if (!(err = sal_root_get(r, 0, &id)) && id != SAL_NULL_ID) {
             atomic_fetch_add(&x->gets, 1);
-            if (sal_read(r, id, &p) == 0) {
+            if (!(err = sal_read(r, id, &p))) {
                 const volatile uint64_t *w = p;
                 for (int rep = 0; rep < 4; rep++)
                     for (int i = 0; i < RG_WORDS; i++)
@@ -1491,11 +1498,18 @@ static void *rg_reader(void *arg)
                             break;
                         }
             }
-            (void)sal_release(r, id);
+            int rel = sal_release(r, id);
+            if (!err)
+                err = rel;
         }
-        (void)sal_read_end(r);
+        int end = sal_read_end(r);
+        if (!err)
+            err = end;
     }
-    (void)sal_session_close(r);
+    int cl = sal_session_close(r);
+    x->reader_err = err ? err : cl;
+    if (x->reader_err)
+        atomic_store(&x->stop, 1);
     return NULL;
 }
 
@@ -1512,6 +1526,8 @@ static void root_get_vs_in_place_writer(void **state)
     pthread_join(w, NULL);
     pthread_join(r, NULL);
     TU_OK(x.err);
+    if (x.reader_err)
+        fail_msg("the reader: a call returned %d (%s)", x.reader_err, sal_strerror(x.reader_err));
     print_message("root_get_vs_in_place_writer: %" PRIu64 " replacements, %" PRIu64
                   " roots got, %" PRIu64 " of them written in place while held\n",
                   atomic_load(&x.iters), atomic_load(&x.gets), atomic_load(&x.disturbed));
