@@ -20,6 +20,8 @@
  */
 #include "test_gc_util.h"
 
+#include "internal.h" /* cut_pending: a sync waiting at the cut */
+
 /* ---------------------------------------------------------------------
  * The fixture: a heap whose root 0 holds a committed tree
  *   P (256 B, 2 slots) -> C1 (64 B), C2 (64 B)
@@ -1479,12 +1481,34 @@ static void wrong_thread(void **state)
 }
 
 /* A sync from another thread while this one holds a write section waits
- * for it (documented); the heap is then consistent. */
+ * for it (documented); the heap is then consistent.  The section goes on
+ * once the sync is seen at the cut's door (no sleep to guess when); a hook
+ * inside the cut (test builds) records whether the cut came while the
+ * section was open, and the section stays open a moment for a cut that
+ * does not wait to show itself.  The commit on disk holds the root the
+ * section set. */
+typedef struct sync_call {
+    fx *f;
+    _Atomic int done, in_section, cuts, cuts_in_section;
+    int rc;
+} sync_call;
+
 static void *sync_thread(void *arg)
 {
-    fx *f = arg;
-    intptr_t rc = sal_sync(f->h, SAL_SYNC_DURABLE);
-    return (void *)rc;
+    sync_call *sc = arg;
+    sc->rc = sal_sync(sc->f->h, SAL_SYNC_DURABLE);
+    atomic_store(&sc->done, 1);
+    return NULL;
+}
+
+static void sync_cut_hook(void *arg, int where)
+{
+    sync_call *sc = arg;
+    if (where != SAL_TEST_HOOK_IN_CUT)
+        return;
+    atomic_fetch_add(&sc->cuts, 1);
+    if (atomic_load(&sc->in_section))
+        atomic_fetch_add(&sc->cuts_in_section, 1);
 }
 
 static void sync_from_other_thread(void **state)
@@ -1492,16 +1516,44 @@ static void sync_from_other_thread(void **state)
     tu_ctx *c = *state;
     fx f;
     fx_open(c, &f);
+    sync_call sc = {.f = &f};
+    int hooked = sal_test_cut_hook(sync_cut_hook, &sc) == 0;
+    atomic_store(&sc.in_section, 1);
     TU_OK(sal_write_begin(f.s));
     pthread_t th;
-    assert_int_equal(pthread_create(&th, NULL, sync_thread, &f), 0);
-    usleep(20000);
+    assert_int_equal(pthread_create(&th, NULL, sync_thread, &sc), 0);
+    int started = 0;
+    for (int ms = 0; ms < 10000 && !(started = atomic_load(&f.h->cut_pending)); ms++)
+        nanosleep(&(struct timespec){0, 1000000}, NULL);
+    for (int ms = 0; hooked && ms < 100 && !atomic_load(&sc.cuts); ms++)
+        nanosleep(&(struct timespec){0, 1000000}, NULL);
     sal_id x = alloc_filled(f.s, 8, 0, 8);
     TU_OK(sal_root_set(f.s, 1, x));
+    int done_inside = atomic_load(&sc.done);
+    atomic_store(&sc.in_section, 0);
     TU_OK(sal_write_end(f.s));
-    void *rc;
-    assert_int_equal(pthread_join(th, &rc), 0);
-    assert_int_equal((intptr_t)rc, 0);
+    assert_int_equal(pthread_join(th, NULL), 0);
+    if (hooked)
+        TU_OK(sal_test_cut_hook(NULL, NULL));
+    if (!started)
+        fail_msg("the sync was not seen waiting at the cut in 10 s (done: %d)", done_inside);
+    if (done_inside || atomic_load(&sc.cuts_in_section))
+        fail_msg("the sync's cut came while another thread's write section was open "
+                 "(returned: %d, cuts inside the section: %d)",
+                 done_inside, atomic_load(&sc.cuts_in_section));
+    if (hooked)
+        assert_int_equal(atomic_load(&sc.cuts), 1);
+    TU_OK(sc.rc);
+    /* Its commit on disk came after the section: it holds the root the
+     * section set. */
+    sal_commit_slot s0, s1;
+    TU_OK(tu_peek(c->path, SAL_SLOT0_OFFSET, &s0, sizeof s0));
+    TU_OK(tu_peek(c->path, SAL_SLOT1_OFFSET, &s1, sizeof s1));
+    const sal_commit_slot *last = s0.epoch > s1.epoch ? &s0 : &s1;
+    if (last->roots[1] != x)
+        fail_msg("the durable commit of a sync that waited for a write section has root 1 = "
+                 "%#" PRIx64 ", the section set %#" PRIx64,
+                 last->roots[1], x);
     TU_OK(tu_root_set(f.s, 1, SAL_NULL_ID));
     fx_end(&f);
 }
