@@ -1161,7 +1161,7 @@ static void held_ids_check(tu_ctx *c, unsigned ready_segments)
     sal_session *s;
     sal_heap *h = x.heap = tu_create_with(c, &o, &s);
     const uint32_t n = (uint32_t)tu_scaled(140000, 2); /* > 64 Ki even under TSan */
-    const int rounds = TU_TSAN ? 3 : 8;
+    const int rounds = tu_scale_div(2) > 1 ? 3 : 8;
     sal_id *ids = calloc(n, sizeof *ids);
     uint64_t *held_after = calloc(o.max_objects, sizeof *held_after); /* cut + 1 */
     assert_true(ids && held_after);

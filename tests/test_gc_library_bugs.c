@@ -1,9 +1,9 @@
 /*
  * test_gc_library_bugs.c - library bugs that sal-gc's tests and fuzz target
  * found, reproduced against the library alone (no sal-gc).  Each test
- * asserts what the library should do; today each fails, and ctest expects
- * that (WILL_FAIL, label known-bug).  When the library is fixed, the test
- * passes, ctest reports it as failed: delete its entry in CMakeLists.txt.
+ * asserts what the library should do.  They were registered as expected
+ * to fail until each bug was fixed; all are fixed, and ctest runs them as
+ * ordinary tests (gc_library_fixes): each guards its fix.
  *
  *  segtab_alignment          sal_superblock_check accepts a segtab_bytes
  *                            that is not a page multiple (format.md says

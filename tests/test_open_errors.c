@@ -187,14 +187,15 @@ static void directory_as_path(void **state)
     tu_ctx *c = *state;
     sal_heap *h = (sal_heap *)0x1;
     int rc = sal_heap_open(c->dir, NULL, &h);
-    if (rc == 0)
-        fail_msg("opening a directory succeeded");
+    if (rc != EISDIR)
+        fail_msg("opening a directory: %d (%s), expected EISDIR", rc, sal_strerror(rc));
     assert_null(h);
     sal_options ro = ro_options();
     h = (sal_heap *)0x1;
     rc = sal_heap_open(c->dir, &ro, &h);
-    if (rc == 0)
-        fail_msg("opening a directory read-only succeeded");
+    if (rc != EISDIR)
+        fail_msg("opening a directory read-only: %d (%s), expected EISDIR", rc,
+                 sal_strerror(rc));
     assert_null(h);
     assert_non_null(sal_strerror(rc));
     /* Creating over a directory: it exists. */

@@ -152,7 +152,9 @@ static inline void tu_init(int argc, char **argv)
     printf("[ SEED     ] %s: seed %" PRIu64 " (replay: SAL_TEST_SEED=%" PRIu64
            " or --seed %" PRIu64 ")%s\n",
            argv[0], tu_seed_value, tu_seed_value, tu_seed_value,
-           TU_TSAN ? " [TSan build: the biggest tests run smaller]" : "");
+           tu_scale_div(2) > 1 ? " [scaled: the biggest tests run smaller (SAL_TEST_SCALE=1: "
+                                 "full sizes)]"
+                               : "");
     fflush(stdout);
 }
 

@@ -37,6 +37,7 @@ typedef struct fault {
     _Atomic int err;
     _Atomic long after; /* calls still to succeed */
     _Atomic long count; /* failures still to give; < 0: forever */
+    _Atomic long set_after; /* `after` as set: calls = set_after - after */
 } fault;
 static fault faults[SAL_OS_OP_COUNT];
 
@@ -44,6 +45,7 @@ int sal_os_fault_set(sal_os_op op, int err, long after, long count)
 {
     if ((unsigned)op >= SAL_OS_OP_COUNT || err < 0)
         return EINVAL;
+    atomic_store(&faults[op].set_after, after);
     atomic_store(&faults[op].after, after);
     atomic_store(&faults[op].count, count);
     atomic_store(&faults[op].err, err);
@@ -54,6 +56,13 @@ void sal_os_fault_clear_all(void)
 {
     for (int i = 0; i < SAL_OS_OP_COUNT; i++)
         atomic_store(&faults[i].err, 0);
+}
+
+long sal_os_fault_calls(sal_os_op op)
+{
+    if ((unsigned)op >= SAL_OS_OP_COUNT)
+        return -1;
+    return atomic_load(&faults[op].set_after) - atomic_load(&faults[op].after);
 }
 
 static int fault_check(sal_os_op op)
@@ -84,6 +93,11 @@ int sal_os_fault_set(sal_os_op op, int err, long after, long count)
     return ENOSYS;
 }
 void sal_os_fault_clear_all(void) {}
+long sal_os_fault_calls(sal_os_op op)
+{
+    (void)op;
+    return -1;
+}
 #define FAULT(op) ((void)0)
 #endif
 

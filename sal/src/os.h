@@ -39,6 +39,8 @@ typedef enum sal_os_op {
  * returns ENOSYS. */
 int sal_os_fault_set(sal_os_op op, int err, long after, long count);
 void sal_os_fault_clear_all(void);
+/* Calls of `op` since its fault was set (test builds; -1 otherwise). */
+long sal_os_fault_calls(sal_os_op op);
 
 /* Power-loss simulation (test builds; ENOSYS otherwise).  Arm with the
  * path of a shadow file that holds a copy of the heap as it is on "disk";
