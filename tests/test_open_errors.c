@@ -442,7 +442,6 @@ static void superblock_bad_geometry(void **state)
     sal_superblock orig;
     read_superblock(c->path, &orig);
     sal_superblock sb;
-    int nbad = 0;
     for (int k = 0; k < 7; k++) {
         sb = orig;
         const char *what = "";
@@ -468,9 +467,7 @@ static void superblock_bad_geometry(void **state)
         } else {
             expect_open_error(c->path, SAL_ECORRUPT, what);
         }
-        nbad++;
     }
-    assert_int_equal(nbad, 7);
     assert_int_equal(tu_patch(c->path, 0, &orig, sizeof(orig)), 0);
     sal_heap *h;
     TU_OK(sal_heap_open(c->path, NULL, &h));
@@ -575,6 +572,13 @@ static void both_slots_damaged(void **state)
             expect_open_error(copy, SAL_ECORRUPT, what);
         }
     }
+    /* Bytes in the slots' pages past the slot struct are not used. */
+    assert_int_equal(tu_copy_file(c->path, copy), 0);
+    assert_int_equal(tu_xor_byte(copy, SAL_SLOT0_OFFSET + sizeof(sal_commit_slot) + 1, 0x04), 0);
+    assert_int_equal(tu_xor_byte(copy, SAL_SLOT1_OFFSET + sizeof(sal_commit_slot) + 1, 0x04), 0);
+    sal_heap *ok = NULL;
+    TU_OK(sal_heap_open(copy, NULL, &ok));
+    TU_OK(sal_heap_close(ok));
     /* Both slots zeroed entirely. */
     assert_int_equal(tu_copy_file(c->path, copy), 0);
     uint8_t zero[8192];
