@@ -587,6 +587,39 @@ static void both_slots_damaged(void **state)
     expect_open_error(copy, SAL_ECORRUPT, "both slots zeroed");
 }
 
+/* Reads both durable slots; returns which is the newest. */
+static int read_durable_slots(const char *path, sal_commit_slot slot[2])
+{
+    read_slot(path, 0, &slot[0]);
+    read_slot(path, 1, &slot[1]);
+    return slot[1].epoch > slot[0].epoch;
+}
+
+/* A read-only open of `path` shows exactly the roots of `want` (the valid
+ * slot): the forged one (`what`) was not used. */
+static void expect_roots_of_slot(const char *path, const sal_commit_slot *want, const char *what)
+{
+    sal_options ro = ro_options();
+    sal_heap *h;
+    int rc = sal_heap_open(path, &ro, &h);
+    if (rc != 0)
+        fail_msg("%s: read-only open returned %d (%s)", what, rc, sal_strerror(rc));
+    sal_session *r;
+    TU_OK(sal_reader_open(h, &r));
+    for (unsigned i = 0; i < SAL_ROOT_COUNT; i++) {
+        sal_id id;
+        TU_OK(sal_root_get(r, i, &id));
+        if (id != want->roots[i])
+            fail_msg("%s: root %u is %#" PRIx64 ", the valid slot says %#" PRIx64
+                     ": the forged slot was used",
+                     what, i, id, want->roots[i]);
+        if (id != SAL_NULL_ID)
+            TU_OK(sal_release(r, id));
+    }
+    TU_OK(sal_session_close(r));
+    TU_OK(sal_heap_close(h));
+}
+
 /* A slot with a valid checksum whose file length runs past the data region
  * (so past the mapping): table locations beyond the reservation would look
  * valid, and recovery or a read dereferenced them (SIGSEGV).  Such a slot
@@ -600,30 +633,14 @@ static void slot_file_bytes_past_data_region(void **state)
     sal_superblock sb;
     read_superblock(c->path, &sb);
     sal_commit_slot slot[2];
-    read_slot(c->path, 0, &slot[0]);
-    read_slot(c->path, 1, &slot[1]);
-    int newest = slot[1].epoch > slot[0].epoch;
+    int newest = read_durable_slots(c->path, slot);
     uint64_t end = sb.data_offset + sb.segment_count * sb.segment_bytes;
     slot[newest].file_bytes = end + 4 * sb.segment_bytes;
     sal_slot_seal(&slot[newest]);
     TU_OK(tu_patch(c->path, newest ? SAL_SLOT1_OFFSET : SAL_SLOT0_OFFSET, &slot[newest],
                    sizeof slot[newest]));
     assert_int_equal(truncate(c->path, (off_t)slot[newest].file_bytes), 0);
-    sal_options ro = ro_options();
-    sal_heap *h;
-    TU_OK(sal_heap_open(c->path, &ro, &h));
-    sal_session *r;
-    TU_OK(sal_reader_open(h, &r));
-    for (unsigned i = 0; i < SAL_ROOT_COUNT; i++) {
-        sal_id id;
-        TU_OK(sal_root_get(r, i, &id));
-        if (id != slot[!newest].roots[i])
-            fail_msg("root %u is %#" PRIx64 ": the forged slot was used", i, id);
-        if (id != SAL_NULL_ID)
-            TU_OK(sal_release(r, id));
-    }
-    TU_OK(sal_session_close(r));
-    TU_OK(sal_heap_close(h));
+    expect_roots_of_slot(c->path, &slot[!newest], "file_bytes past the data region");
 }
 
 /* The newest slot, its checksum valid, with one field out of its range:
@@ -640,9 +657,7 @@ static void forged_slot_fields(void **state)
     sal_superblock sb;
     read_superblock(c->path, &sb);
     sal_commit_slot slot[2];
-    read_slot(c->path, 0, &slot[0]);
-    read_slot(c->path, 1, &slot[1]);
-    int newest = slot[1].epoch > slot[0].epoch;
+    int newest = read_durable_slots(c->path, slot);
     const sal_commit_slot *other = &slot[!newest];
     assert_int_not_equal(slot[newest].roots[2], other->roots[2]); /* they differ */
     char copy[PATH_MAX];
@@ -663,25 +678,7 @@ static void forged_slot_fields(void **state)
         sal_slot_seal(&f);
         assert_int_equal(tu_copy_file(c->path, copy), 0);
         TU_OK(tu_patch(copy, newest ? SAL_SLOT1_OFFSET : SAL_SLOT0_OFFSET, &f, sizeof f));
-        sal_options ro = ro_options();
-        sal_heap *h;
-        int rc = sal_heap_open(copy, &ro, &h);
-        if (rc != 0)
-            fail_msg("%s: read-only open returned %d (%s)", what, rc, sal_strerror(rc));
-        sal_session *r;
-        TU_OK(sal_reader_open(h, &r));
-        for (unsigned i = 0; i < SAL_ROOT_COUNT; i++) {
-            sal_id id;
-            TU_OK(sal_root_get(r, i, &id));
-            if (id != other->roots[i])
-                fail_msg("%s: root %u is %#" PRIx64 ", the valid slot says %#" PRIx64
-                         ": the forged slot was used",
-                         what, i, id, other->roots[i]);
-            if (id != SAL_NULL_ID)
-                TU_OK(sal_release(r, id));
-        }
-        TU_OK(sal_session_close(r));
-        TU_OK(sal_heap_close(h));
+        expect_roots_of_slot(copy, other, what);
     }
 }
 
@@ -747,12 +744,10 @@ static void one_slot_damaged(void **state)
     sal_id extra;
     base_build_two_commits(c->path, &b, &extra);
     sal_commit_slot slot[2];
-    read_slot(c->path, 0, &slot[0]);
-    read_slot(c->path, 1, &slot[1]);
+    int newest = read_durable_slots(c->path, slot);
     assert_int_equal(memcmp(slot[0].magic, SAL_SLOT_MAGIC, 8), 0);
     assert_int_equal(memcmp(slot[1].magic, SAL_SLOT_MAGIC, 8), 0);
     assert_true(slot[0].epoch != slot[1].epoch);
-    int newest = slot[1].epoch > slot[0].epoch;
     assert_int_equal(slot[newest].clean, 1);
     assert_int_equal(slot[newest].roots[0], b.index_id);
     assert_int_equal(slot[newest].roots[2], extra);
