@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "gc.h"
 
@@ -192,6 +193,14 @@ bad:
     return GC_EXIT_USAGE;
 }
 
+/* An operational error goes to stderr too, unless the report, which says
+ * it already, is on the same terminal (it was printed twice there). */
+static void error_to_stderr(const gc_options *o, const char *message)
+{
+    if (o->json || !isatty(1) || !isatty(2))
+        fprintf(stderr, "%s: %s\n", prog, message);
+}
+
 static int cmd_check(cli *c)
 {
     gc_report r;
@@ -202,7 +211,7 @@ static int cmd_check(cli *c)
     else
         gc_print_check(stdout, &r, &c->o);
     if (r.op_error)
-        fprintf(stderr, "%s: %s\n", prog, r.op_message);
+        error_to_stderr(&c->o, r.op_message);
     gc_report_free(&r);
     return code;
 }
@@ -218,7 +227,7 @@ static int cmd_stats(cli *c)
         gc_print_stats(stdout, &r);
     int code = GC_EXIT_CLEAN;
     if (r.op_error) {
-        fprintf(stderr, "%s: %s\n", prog, r.op_message);
+        error_to_stderr(&c->o, r.op_message);
         code = GC_EXIT_OPERATIONAL;
     } else if (r.stopped || !r.have_slot) {
         code = GC_EXIT_UNCORRECTED;

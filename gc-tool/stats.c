@@ -37,6 +37,8 @@ void gc_print_stats(FILE *out, const gc_report *r)
     if (r->op_error || !r->have_slot) {
         fprintf(out, "  error: %s\n",
                 r->op_error ? r->op_message : "no usable commit: run `sal-gc check`");
+        fprintf(out, r->op_error ? "  exit 8: operational error\n"
+                                 : "  exit 4: no statistics without a usable commit\n");
         return;
     }
     const sal_superblock *sb = &r->sb;

@@ -41,6 +41,9 @@ static void test_fifo(void **state)
     tu_join(path, sizeof path, c->dir, "fifo");
     assert_int_equal(mkfifo(path, 0600), 0);
     expect_all_commands(path, 8, "fifo");
+    /* The report says what the exit means, stats' too. */
+    expect_quick("check", path, 8, "exit 8: operational error");
+    expect_quick("stats", path, 8, "exit 8: operational error");
 }
 
 static void test_directory(void **state)
