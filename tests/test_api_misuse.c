@@ -2022,6 +2022,133 @@ static void cross_heap_sync_no_deadlock(void **state)
         fail_msg("cross-heap syncs: exit %d", WEXITSTATUS(st));
 }
 
+/* Four threads, two heaps: W1 inside a write section of A, W2 of B; a sync
+ * of A waits for W1, a sync of B for W2; then W1 begins a section of B and
+ * W2 of A, each at the door of a cut that waits for the other: a cycle
+ * (found by a review of the rule above).  A thread holding a write section
+ * never waits at a cut: both begins get SAL_EBUSY, the sections end, the
+ * syncs complete. */
+typedef struct xwriter {
+    sal_heap *mine, *other;
+    sal_session *s_mine, *s_other;
+    pthread_barrier_t *held, *go;
+    int rc;
+} xwriter;
+
+static void *xwriter_thread(void *arg)
+{
+    xwriter *x = arg;
+    x->rc = -1;
+    if (sal_session_open(x->mine, &x->s_mine) || sal_session_open(x->other, &x->s_other) ||
+        sal_write_begin(x->s_mine))
+        return NULL;
+    pthread_barrier_wait(x->held);
+    pthread_barrier_wait(x->go); /* both syncs are at their cuts */
+    x->rc = sal_write_begin(x->s_other);
+    if (x->rc == 0)
+        sal_write_end(x->s_other);
+    sal_write_end(x->s_mine);
+    sal_session_close(x->s_other);
+    sal_session_close(x->s_mine);
+    return NULL;
+}
+
+typedef struct xsync {
+    sal_heap *h;
+    int rc;
+} xsync;
+
+static void *xsync_thread(void *arg)
+{
+    xsync *x = arg;
+    x->rc = sal_sync(x->h, SAL_SYNC_PROTECT);
+    return NULL;
+}
+
+static int child_cross_heap_begin(void *arg)
+{
+    tu_ctx *c = arg;
+    char p1[PATH_MAX], p2[PATH_MAX];
+    tu_join(p1, sizeof p1, c->dir, "h1");
+    tu_join(p2, sizeof p2, c->dir, "h2");
+    sal_options o = fx_options();
+    sal_heap *a, *b;
+    if (sal_heap_create(p1, &o, &a) || sal_heap_create(p2, &o, &b))
+        return 10;
+    pthread_barrier_t held, go;
+    pthread_barrier_init(&held, NULL, 3);
+    pthread_barrier_init(&go, NULL, 3);
+    xwriter w1 = {.mine = a, .other = b, .held = &held, .go = &go};
+    xwriter w2 = {.mine = b, .other = a, .held = &held, .go = &go};
+    xsync sa = {.h = a}, sb = {.h = b};
+    pthread_t t[4];
+    alarm(20); /* a hang ends the child with SIGALRM */
+    pthread_create(&t[0], NULL, xwriter_thread, &w1);
+    pthread_create(&t[1], NULL, xwriter_thread, &w2);
+    pthread_barrier_wait(&held);
+    pthread_create(&t[2], NULL, xsync_thread, &sa);
+    pthread_create(&t[3], NULL, xsync_thread, &sb);
+    /* Both cuts pending (each waits for its heap's writer) before the
+     * writers cross. */
+    for (int ms = 0; ms < 10000 && !(atomic_load(&a->cut_pending) && atomic_load(&b->cut_pending));
+         ms++)
+        usleep(1000);
+    if (!atomic_load(&a->cut_pending) || !atomic_load(&b->cut_pending))
+        return 13;
+    pthread_barrier_wait(&go);
+    for (int i = 0; i < 4; i++)
+        pthread_join(t[i], NULL);
+    alarm(0);
+    if (w1.rc != SAL_EBUSY || w2.rc != SAL_EBUSY)
+        return 12;
+    if (sa.rc != 0 || sb.rc != 0)
+        return 14;
+    if (sal_heap_close(a) || sal_heap_close(b))
+        return 11;
+    return 0;
+}
+
+static void cross_heap_write_begin_no_deadlock(void **state)
+{
+    tu_ctx *c = *state;
+    int st = tu_in_child(child_cross_heap_begin, c);
+    if (WIFSIGNALED(st))
+        fail_msg("two writers crossing into each other's heap while both heaps sync: killed "
+                 "by signal %d (%s)",
+                 WTERMSIG(st), WTERMSIG(st) == SIGALRM ? "hung for 20 s" : "crashed");
+    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
+        fail_msg("cross-heap write sections: exit %d (12: a begin did not get SAL_EBUSY, "
+                 "13: the syncs never reached their cuts, 14: a sync failed)",
+                 WEXITSTATUS(st));
+}
+
+/* A released id stays SAL_ESTALE however often its entry is reused: past
+ * half the 24-bit generation circle it looked newer than the entry's
+ * generation, and was called never handed out (SAL_EBADID). */
+static void stale_after_half_generation_circle(void **state)
+{
+    tu_ctx *c = *state;
+    fx f;
+    fx_open(c, &f);
+    TU_OK(sal_write_begin(f.s));
+    sal_id old = alloc_filled(f.s, 8, 0, 8);
+    TU_OK(sal_release(f.s, old));
+    sal_id last = SAL_NULL_ID;
+    void *p;
+    for (uint64_t i = 0; i < (1ull << 23) + 2; i++) {
+        TU_OK(sal_alloc(f.s, 8, 0, 0, &last, &p));
+        TU_OK(sal_release(f.s, last));
+    }
+    TU_OK(sal_write_end(f.s));
+    /* The premise: the same entry was reused every time. */
+    assert_int_equal(tu_index(last), tu_index(old));
+    assert_int_equal((tu_gen(last) - tu_gen(old)) & 0xffffffu, (1u << 23) + 2);
+    EXPECT(sal_info(f.s, old, &(sal_object_info){0}), SAL_ESTALE);
+    /* A generation just ahead of the entry's is still never handed out. */
+    EXPECT(sal_info(f.s, last + (2ull << 32), &(sal_object_info){0}), SAL_EBADID);
+    fx_end(&f);
+}
+
 int main(int argc, char **argv)
 {
     tu_init(argc, argv);
@@ -2060,6 +2187,8 @@ int main(int argc, char **argv)
         TU_TEST(write_root_id_unheld),
         TU_TEST(unissued_generation_is_badid),
         TU_TEST(cross_heap_sync_no_deadlock),
+        TU_TEST(cross_heap_write_begin_no_deadlock),
+        TU_TEST(stale_after_half_generation_circle),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

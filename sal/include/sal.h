@@ -150,7 +150,8 @@ enum sal_error {
     /* Using the API */
     SAL_EINVAL = -30710,    /* an argument is out of its documented range */
     SAL_EBADID = -30711,    /* null id, an index outside the table, or
-                               one never handed out */
+                               one never handed out (a generation up
+                               to 65536 ahead of its entry's) */
     SAL_ESTALE = -30712,    /* the id was released (its object is gone) */
     SAL_ETOOBIG = -30713,   /* object larger than the largest object */
     SAL_ESESSIONS = -30714, /* SAL_MAX_SESSIONS sessions already open */
@@ -331,7 +332,11 @@ SAL_API int sal_read_end(sal_session *session);
  * with two sessions of one heap may hold a write section on each, but while
  * a sync of that heap waits for the first to end, beginning the second
  * returns SAL_EBUSY instead of waiting for that sync (which would wait for
- * ever). */
+ * ever).  The same holds across heaps: a thread inside a write section of
+ * any heap never waits for a sync; beginning a write section of a heap
+ * whose sync is under way returns SAL_EBUSY (two writers crossing into
+ * each other's heap while both heaps sync would wait for each other for
+ * ever).  End the section you hold, or begin again later. */
 SAL_API int sal_write_begin(sal_session *session);
 SAL_API int sal_write_end(sal_session *session);
 
@@ -594,6 +599,10 @@ SAL_API int sal_heap_stats_get(sal_heap *heap, sal_heap_stats *out);
  *   segment that no commit has covered yet is reused in place: by the
  *   session that reuses it even inside its own section, by the others only
  *   once the sections that might still see the dead objects have ended.
+ * - Generations are 24 bits: a released id is detected (SAL_ESTALE) until
+ *   its table entry has been reused 16,777,216 times; after that an id
+ *   kept that long may name the entry's new object.  Do not keep ids of
+ *   released objects for ever.
  * - sal_write() trusts that you hold the reference you pass in.  An id
  *   that only a root holds is refused (SAL_EINVAL), as sal_set_child(),
  *   sal_root_set() and sal_root_cas() refuse to be handed a reference only

@@ -189,6 +189,9 @@ static inline sal_id sal_id_make(uint32_t index, uint32_t gen)
 }
 /* The generation a free entry keeps. */
 static inline uint32_t sal_entry_gen(uint64_t e) { return (uint32_t)(e >> SAL_ENTRY_RC_SHIFT); }
+/* How far ahead of an entry's newest generation an id counts as never
+ * handed out (SAL_EBADID) rather than released long ago (SAL_ESTALE). */
+#define SAL_GEN_AHEAD_WINDOW (1ull << 16)
 /* Is generation a newer than b, on the 24-bit circle? */
 static inline int sal_gen_newer(uint32_t a, uint32_t b)
 {

@@ -301,8 +301,12 @@ int sal_write_begin(sal_session *s)
             break;
         atomic_store(&s->section->writing, 0);
         /* This thread inside a write section of another of its sessions:
-         * the cut waits for that one, and waiting here would never end. */
-        if (sal_thread_writing(h))
+         * the cut waits for that one, and waiting here would never end.
+         * Inside a section of another heap: a sync of that heap may be
+         * waiting for it while a writer of this heap waits at that heap's
+         * door (four threads, two heaps: a cycle).  A thread that holds a
+         * write section never waits at a cut. */
+        if (sal_thread_write_sections() > 0)
             return SAL_EBUSY;
         sal_cut_wait(h);
     }
