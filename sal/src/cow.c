@@ -192,8 +192,8 @@ int sal_set_child(sal_session *s, sal_id parent, unsigned slot, sal_id child)
             return err;
         /* A count of 1 that this slot or a root holds is not the
          * caller's to give: storing it would free what they name. */
-        if (sal_entry_rc(e) == 1 &&
-            (slots[slot] == child || sal_root_holds_only(s->heap, child, e)))
+        if ((slots[slot] == child && sal_entry_rc(e) == 1) ||
+            sal_root_holds_only(s->heap, child, e))
             return SAL_EINVAL;
     }
     sal_id old = slots[slot];

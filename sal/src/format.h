@@ -189,14 +189,20 @@ static inline sal_id sal_id_make(uint32_t index, uint32_t gen)
 }
 /* The generation a free entry keeps. */
 static inline uint32_t sal_entry_gen(uint64_t e) { return (uint32_t)(e >> SAL_ENTRY_RC_SHIFT); }
-/* How far ahead of an entry's newest generation an id counts as never
- * handed out (SAL_EBADID) rather than released long ago (SAL_ESTALE). */
-#define SAL_GEN_AHEAD_WINDOW (1ull << 16)
 /* Is generation a newer than b, on the 24-bit circle? */
 static inline int sal_gen_newer(uint32_t a, uint32_t b)
 {
     uint32_t d = (a - b) & SAL_ID_GEN_MASK;
     return d != 0 && d < (SAL_ID_GEN_MASK + 1) / 2;
+}
+/* Is generation `gen` one an entry whose newest is `last` has not handed
+ * out yet (SAL_EBADID)?  Only up to SAL_GEN_AHEAD_WINDOW ahead: an id
+ * released long ago (2^23 reuses of its entry) looks newer on the circle,
+ * and that one is stale (SAL_ESTALE). */
+#define SAL_GEN_AHEAD_WINDOW (1u << 16)
+static inline int sal_gen_unissued(uint32_t gen, uint32_t last)
+{
+    return ((gen - last) & SAL_ID_GEN_MASK) - 1u < SAL_GEN_AHEAD_WINDOW;
 }
 /* The id to hand out next for table entry `index` holding `e` (not live). */
 static inline sal_id sal_entry_next_id(uint32_t index, uint64_t e)

@@ -3,13 +3,12 @@
  *
  * Resolution checks, in this order: the id is well formed and below the
  * table's high-water mark (else SAL_EBADID); its entry has a nonzero count
- * (else SAL_ESTALE, or SAL_EBADID if the id's generation is up to
- * SAL_GEN_AHEAD_WINDOW ahead of any the entry handed out); the entry's location lies inside the file's
- * data region (else SAL_ECORRUPT); and the header there carries exactly
- * this id, generation included (else SAL_ESTALE if it carries the same
- * index with an older generation: the entry now names a newer object;
- * SAL_EBADID if the id's generation is the newer, never handed out;
- * SAL_ECORRUPT if it carries another index).
+ * (else SAL_ESTALE, or SAL_EBADID for a generation the entry has not
+ * handed out yet: sal_gen_unissued); the entry's location lies inside the
+ * file's data region (else SAL_ECORRUPT); and the header there carries
+ * exactly this id, generation included (else, with the same index,
+ * SAL_ESTALE: the entry now names a newer object, or SAL_EBADID for an
+ * unissued generation; SAL_ECORRUPT if it carries another index).
  *
  * Freeing is iterative: a dying object's children are released one by one,
  * and those that die too are pushed on the session's worklist, so a chain
@@ -51,15 +50,6 @@ SAL_HOT sal_object_header *entry_header(sal_heap *h, uint64_t e)
     return (sal_object_header *)(h->base + off);
 }
 
-/* Is generation `gen` one the entry has not handed out yet, `last` being
- * its newest?  Only a little ahead counts: generations are 24 bits, and
- * an id released long ago (2^23 reuses of its entry) would look newer on
- * the circle; that one is stale. */
-SAL_HOT int gen_unissued(uint32_t gen, uint32_t last)
-{
-    return ((gen - last) & SAL_ID_GEN_MASK) - 1u < SAL_GEN_AHEAD_WINDOW;
-}
-
 SAL_HOT int resolve(sal_heap *h, sal_id id, uint64_t *entry_out, sal_object_header **hdr_out)
 {
     int err = id_check(h, id);
@@ -70,7 +60,8 @@ SAL_HOT int resolve(sal_heap *h, sal_id id, uint64_t *entry_out, sal_object_head
         /* Never used; released (a free entry keeps the generation of its
          * last id, a dying one is about to); or a generation the entry
          * has not handed out yet. */
-        if (e == 0 || ((e & SAL_ENTRY_FREE) && gen_unissued(sal_id_gen(id), sal_entry_gen(e))))
+        if (e == 0 ||
+            ((e & SAL_ENTRY_FREE) && sal_gen_unissued(sal_id_gen(id), sal_entry_gen(e))))
             return SAL_EBADID;
         return SAL_ESTALE;
     }
@@ -83,7 +74,7 @@ SAL_HOT int resolve(sal_heap *h, sal_id id, uint64_t *entry_out, sal_object_head
          * object, or no header at all: damage. */
         if (sal_id_index(hdr->id) != sal_id_index(id))
             return SAL_ECORRUPT;
-        return gen_unissued(sal_id_gen(id), sal_id_gen(hdr->id)) ? SAL_EBADID : SAL_ESTALE;
+        return sal_gen_unissued(sal_id_gen(id), sal_id_gen(hdr->id)) ? SAL_EBADID : SAL_ESTALE;
     }
     /* The object must fit its segment: a damaged size never sends a reader
      * past the end of the file. */
