@@ -2032,6 +2032,7 @@ typedef struct xwriter {
     sal_heap *mine, *other;
     sal_session *s_mine, *s_other;
     pthread_barrier_t *held, *go;
+    int cross_by_sync; /* cross by syncing the other heap, not by a section */
     int rc;
 } xwriter;
 
@@ -2044,9 +2045,13 @@ static void *xwriter_thread(void *arg)
         return NULL;
     pthread_barrier_wait(x->held);
     pthread_barrier_wait(x->go); /* both syncs are at their cuts */
-    x->rc = sal_write_begin(x->s_other);
-    if (x->rc == 0)
-        sal_write_end(x->s_other);
+    if (x->cross_by_sync) {
+        x->rc = sal_sync(x->other, SAL_SYNC_PROTECT);
+    } else {
+        x->rc = sal_write_begin(x->s_other);
+        if (x->rc == 0)
+            sal_write_end(x->s_other);
+    }
     sal_write_end(x->s_mine);
     sal_session_close(x->s_other);
     sal_session_close(x->s_mine);
@@ -2065,9 +2070,8 @@ static void *xsync_thread(void *arg)
     return NULL;
 }
 
-static int child_cross_heap_begin(void *arg)
+static int cross_heap_writers(tu_ctx *c, int cross_by_sync)
 {
-    tu_ctx *c = arg;
     char p1[PATH_MAX], p2[PATH_MAX];
     tu_join(p1, sizeof p1, c->dir, "h1");
     tu_join(p2, sizeof p2, c->dir, "h2");
@@ -2078,8 +2082,8 @@ static int child_cross_heap_begin(void *arg)
     pthread_barrier_t held, go;
     pthread_barrier_init(&held, NULL, 3);
     pthread_barrier_init(&go, NULL, 3);
-    xwriter w1 = {.mine = a, .other = b, .held = &held, .go = &go};
-    xwriter w2 = {.mine = b, .other = a, .held = &held, .go = &go};
+    xwriter w1 = {.mine = a, .other = b, .held = &held, .go = &go, .cross_by_sync = cross_by_sync};
+    xwriter w2 = {.mine = b, .other = a, .held = &held, .go = &go, .cross_by_sync = cross_by_sync};
     xsync sa = {.h = a}, sb = {.h = b};
     pthread_t t[4];
     alarm(20); /* a hang ends the child with SIGALRM */
@@ -2099,9 +2103,10 @@ static int child_cross_heap_begin(void *arg)
     for (int i = 0; i < 4; i++)
         pthread_join(t[i], NULL);
     alarm(0);
-    /* The first begin finds the other heap's cut pending (no section has
-     * ended yet): SAL_EBUSY.  The second may come after the cut that the
-     * first one's end let through: either answer. */
+    /* The first to cross finds the other heap's cut pending and its sync
+     * lock held (no section has ended yet): SAL_EBUSY.  The second may
+     * come after the cut that the first one's end let through: either
+     * answer. */
     if ((w1.rc != 0 && w1.rc != SAL_EBUSY) || (w2.rc != 0 && w2.rc != SAL_EBUSY) ||
         (w1.rc != SAL_EBUSY && w2.rc != SAL_EBUSY))
         return 12;
@@ -2112,18 +2117,35 @@ static int child_cross_heap_begin(void *arg)
     return 0;
 }
 
+static int child_cross_heap_begin(void *arg) { return cross_heap_writers(arg, 0); }
+
+/* The same four threads, but each writer crosses by syncing the other
+ * heap: it waited for that heap's sync lock, held by the sync waiting for
+ * the other writer, which waited for the first sync's lock (found by the
+ * review of the rule above).  Such a sync returns SAL_EBUSY now. */
+static int child_cross_heap_sync_lock(void *arg) { return cross_heap_writers(arg, 1); }
+
+static void expect_cross_heap_writers(tu_ctx *c, int (*child)(void *), const char *crossing)
+{
+    int st = tu_in_child(child, c);
+    if (WIFSIGNALED(st))
+        fail_msg("two writers %s each other's heap while both heaps sync: killed "
+                 "by signal %d (%s)",
+                 crossing, WTERMSIG(st), WTERMSIG(st) == SIGALRM ? "hung for 20 s" : "crashed");
+    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
+        fail_msg("two writers %s each other's heap: exit %d (12: the first did not get "
+                 "SAL_EBUSY, 13: the syncs never reached their cuts, 14: a sync failed)",
+                 crossing, WEXITSTATUS(st));
+}
+
 static void cross_heap_write_begin_no_deadlock(void **state)
 {
-    tu_ctx *c = *state;
-    int st = tu_in_child(child_cross_heap_begin, c);
-    if (WIFSIGNALED(st))
-        fail_msg("two writers crossing into each other's heap while both heaps sync: killed "
-                 "by signal %d (%s)",
-                 WTERMSIG(st), WTERMSIG(st) == SIGALRM ? "hung for 20 s" : "crashed");
-    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
-        fail_msg("cross-heap write sections: exit %d (12: a begin did not get SAL_EBUSY, "
-                 "13: the syncs never reached their cuts, 14: a sync failed)",
-                 WEXITSTATUS(st));
+    expect_cross_heap_writers(*state, child_cross_heap_begin, "beginning a write section of");
+}
+
+static void cross_heap_sync_lock_no_deadlock(void **state)
+{
+    expect_cross_heap_writers(*state, child_cross_heap_sync_lock, "syncing");
 }
 
 /* A released id stays SAL_ESTALE however often its entry is reused: past
@@ -2192,6 +2214,7 @@ int main(int argc, char **argv)
         TU_TEST(unissued_generation_is_badid),
         TU_TEST(cross_heap_sync_no_deadlock),
         TU_TEST(cross_heap_write_begin_no_deadlock),
+        TU_TEST(cross_heap_sync_lock_no_deadlock),
         TU_TEST(stale_after_half_generation_circle),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -514,10 +514,10 @@ SAL_API int sal_root_cas(sal_session *session, unsigned root, sal_id expected,
  *
  * The calling thread must not be inside a write section of this heap
  * (SAL_EBUSY).  A thread inside a write section of another heap does not
- * wait either: if a write section of this heap is open at that moment,
- * SAL_EBUSY (two threads each syncing the other's heap from a write
- * section would otherwise wait for each other for ever); end the section
- * and sync again.
+ * wait either: if a write section of this heap is open at that moment, or
+ * another sync of this heap is under way, SAL_EBUSY (threads syncing each
+ * other's heap from write sections would otherwise wait for each other
+ * for ever); end the section and sync again.
  * Errors: SAL_EREADONLY, SAL_EINVAL (mode), or the errno of a failed
  * mprotect/msync/sync_file_range; the previous commit stays intact and the
  * next sync flushes what this one could not.  SAL_ENOMEM if the commit's

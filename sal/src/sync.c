@@ -830,7 +830,16 @@ int sal_sync_snapshot(sal_heap *h, int mode, sal_id *roots_out)
         return SAL_EREADONLY;
     if (sal_thread_writing(h))
         return SAL_EBUSY; /* the cut would wait for this thread's section */
-    pthread_mutex_lock(&h->sync_lock);
+    if (sal_thread_write_sections() > 0) {
+        /* Inside a write section of another heap: the sync running here
+         * may be waiting for a writer that syncs that heap, whose sync
+         * waits for this thread (a cycle of four threads).  Such a thread
+         * never waits for a sync, not even for its lock. */
+        if (pthread_mutex_trylock(&h->sync_lock))
+            return SAL_EBUSY;
+    } else {
+        pthread_mutex_lock(&h->sync_lock);
+    }
     int err = sal_commit(h, mode, 0, roots_out);
     pthread_mutex_unlock(&h->sync_lock);
     return err;
