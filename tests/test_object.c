@@ -386,6 +386,113 @@ static void stale_after_reuse(void **state)
     tu_close_all(h, s);
 }
 
+/* Ids handed out after the last commit by a process that was then killed
+ * are stale after the recovery, also once their entries are reused: a
+ * program may have kept one outside the heap, and it must not name a new
+ * object.  The killed process reused its entries a few times (newer
+ * generations), kept objects in segments past the committed file length
+ * and took ids past the committed high-water mark.  The recovery zeroed
+ * those entries (the next id of each was generation 0 again) and could
+ * not find the generation of a live entry whose header lay past the
+ * committed length. */
+enum { LOST_IDS = 3000, LOST_ROUNDS = 4, LOST_BYTES = 1000 };
+
+static int cmp_id(const void *a, const void *b)
+{
+    sal_id x = *(const sal_id *)a, y = *(const sal_id *)b;
+    return (x > y) - (x < y);
+}
+
+static int child_lose_ids(void *arg)
+{
+    tu_ctx *c = arg;
+    sal_heap *h;
+    sal_session *s;
+    sal_id ids[LOST_IDS];
+    void *p;
+    if (sal_heap_open(c->path, NULL, &h) || sal_session_open(h, &s) || sal_write_begin(s))
+        return 10;
+    for (int round = 0; round < LOST_ROUNDS; round++) {
+        for (int i = 0; i < LOST_IDS; i++)
+            if (sal_alloc(s, LOST_BYTES, 0, 0, &ids[i], &p))
+                return 11;
+        if (round + 1 == LOST_ROUNDS)
+            break; /* the last round's objects are live at the kill */
+        for (int i = 0; i < LOST_IDS; i++)
+            if (sal_release(s, ids[i]))
+                return 12;
+    }
+    char path[PATH_MAX];
+    tu_join(path, sizeof path, c->dir, "lost-ids");
+    FILE *f = fopen(path, "wb");
+    if (!f || fwrite(ids, sizeof ids, 1, f) != 1 || fclose(f))
+        return 13;
+    raise(SIGKILL); /* no sync, no close: the ids' future is lost */
+    return 14;
+}
+
+static void lost_ids_stale_after_kill(void **state)
+{
+    tu_ctx *c = *state;
+    sal_session *s;
+    sal_heap *h = tu_open_small(c, &s);
+    sal_id kept;
+    void *p;
+    TU_OK(sal_write_begin(s));
+    TU_OK(sal_alloc(s, 16, 0, 0, &kept, &p));
+    TU_OK(sal_root_set(s, 0, kept));
+    TU_OK(sal_write_end(s));
+    tu_close_all(h, s);
+
+    int st = tu_in_child(child_lose_ids, c);
+    if (!WIFSIGNALED(st) || WTERMSIG(st) != SIGKILL)
+        fail_msg("the child did not get to its kill (exit %d)", WEXITSTATUS(st));
+    sal_id lost[LOST_IDS];
+    char path[PATH_MAX];
+    tu_join(path, sizeof path, c->dir, "lost-ids");
+    FILE *f = fopen(path, "rb");
+    assert_non_null(f);
+    assert_int_equal(fread(lost, sizeof lost, 1, f), 1);
+    fclose(f);
+
+    sal_options o;
+    sal_options_init(&o);
+    o.flags = SAL_OPEN_RECOVER;
+    TU_OK(sal_heap_open(c->path, &o, &h));
+    TU_OK(sal_session_open(h, &s));
+    for (int i = 0; i < LOST_IDS; i++)
+        expect_stale(s, lost[i], "an id of the lost future, before any allocation");
+    /* Enough new objects to take every entry the lost ids used. */
+    uint64_t n = LOST_IDS + 4 * 1024, reissued = 0;
+    sal_id *fresh = calloc(n, sizeof *fresh);
+    assert_non_null(fresh);
+    TU_OK(sal_write_begin(s));
+    for (uint64_t i = 0; i < n; i++)
+        TU_OK(sal_alloc(s, 16, 0, 0, &fresh[i], &p));
+    TU_OK(sal_write_end(s));
+    qsort(lost, LOST_IDS, sizeof *lost, cmp_id);
+    uint64_t reused_entries = 0;
+    for (uint64_t i = 0; i < n; i++) {
+        sal_id *hit = bsearch(&fresh[i], lost, LOST_IDS, sizeof *lost, cmp_id);
+        reissued += hit != NULL;
+        for (int k = 0; k < LOST_IDS && !hit; k++)
+            if (tu_index(lost[k]) == tu_index(fresh[i])) {
+                reused_entries++;
+                break;
+            }
+    }
+    if (reissued)
+        fail_msg("%" PRIu64 " ids of the lost future were handed out again", reissued);
+    /* The check above means something only if the entries came back. */
+    assert_int_equal(reused_entries, LOST_IDS);
+    for (int i = 0; i < LOST_IDS; i++)
+        expect_stale(s, lost[i], "an id of the lost future, its entry reused");
+    for (uint64_t i = 0; i < n; i++)
+        TU_OK(sal_release(s, fresh[i]));
+    free(fresh);
+    tu_close_all(h, s);
+}
+
 /* Ids of committed objects: released after a reopen, the id is stale at
  * once (even though the slot is not reused before the next commit), and
  * stays stale across another close/reopen. */
@@ -1218,6 +1325,7 @@ int main(int argc, char **argv)
         TU_TEST(refcount_saturates),
         TU_TEST(stale_after_reuse),
         TU_TEST(stale_committed),
+        TU_TEST(lost_ids_stale_after_kill),
         TU_TEST(ids_bounded_rounds),
         TU_TEST(ids_bounded_cross_session),
         TU_TEST(mass_release_by_provider),

@@ -155,11 +155,13 @@ again:
             return err;
     } while (!atomic_compare_exchange_weak(&h->ids_high_water, &start, end));
     /* Above the mark the table may still hold the entries of a process
-     * that was killed before committing them (the next open starts from
-     * the committed mark): never-used entries, generation 0, for what this
-     * session leaves unused is counted free once the mark covers it. */
+     * that was killed before committing them whose recovery did not know
+     * how far they went (after a reboot): never-used entries, generation
+     * 0, for what this session leaves unused is counted free once the mark
+     * covers it. */
     for (uint64_t i = start; i < end; i++)
         atomic_store_explicit(&h->table[i], 0, memory_order_relaxed);
+    sal_table_note_high_water(h, end);
     s->id_next = start;
     s->id_end = end;
     return 0;

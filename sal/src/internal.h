@@ -332,6 +332,14 @@ void sal_segment_release_arena(sal_heap *h, uint64_t seg, uint64_t used,
 void sal_segment_emptied(sal_heap *h, uint64_t seg);
 /* Make sure table entries [0, index] are allocated on disk. */
 int sal_table_ensure(sal_heap *h, uint64_t index);
+/* Entry 0 (the null id's, never resolved) keeps the highest ids high-water
+ * mark handed out, commit or not: after a killed process the page cache
+ * still holds it, and recovery takes the entries up to it into the table,
+ * so that ids handed out after the last commit are not handed out again
+ * (recover.c).  Raises it to `hwm`. */
+void sal_table_note_high_water(sal_heap *h, uint64_t hwm);
+/* That mark, if it is above the committed one and inside the table. */
+uint64_t sal_table_noted_high_water(const sal_heap *h);
 /* Make sure `seg`'s page cache matches the folio policy, then fault it in.
  * by_provider: the provider thread, which pauses while a commit runs. */
 void sal_segment_prepare(sal_heap *h, uint64_t seg, int by_provider);

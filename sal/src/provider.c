@@ -554,6 +554,21 @@ int sal_table_ensure(sal_heap *h, uint64_t index)
     return err;
 }
 
+void sal_table_note_high_water(sal_heap *h, uint64_t hwm)
+{
+    uint64_t noted = atomic_load_explicit(&h->table[0], memory_order_relaxed);
+    while (noted < hwm && !atomic_compare_exchange_weak_explicit(&h->table[0], &noted, hwm,
+                                                                  memory_order_relaxed,
+                                                                  memory_order_relaxed)) {
+    }
+}
+
+uint64_t sal_table_noted_high_water(const sal_heap *h)
+{
+    uint64_t noted = atomic_load_explicit(&h->table[0], memory_order_relaxed);
+    return noted > h->committed.ids_high_water && noted <= h->max_objects ? noted : 0;
+}
+
 /* How long the provider should wait before refilling the ready queue.
  * Preparing a segment is CPU work and page-cache traffic on the heap's
  * file, and under the small folio policy (commits that write are

@@ -40,6 +40,7 @@
 #include <time.h>
 
 #include "internal.h"
+#include "os.h"
 
 static double now_seconds(void)
 {
@@ -122,13 +123,15 @@ static uint64_t locate(const marker *m, uint64_t off, sal_id id)
 
 /* Entry `index` was live before a same-boot recovery and may have been left
  * free: give it the generation of the header it located, if that header is
- * still its own, so that the next id for it is newer. */
-static void restore_generation(sal_heap *h, uint64_t index)
+ * still its own, so that the next id for it is newer.  The header may lie
+ * past the committed length (an object of the lost future, in a segment
+ * taken after the last commit), but not past the file's end. */
+static void restore_generation(sal_heap *h, uint64_t index, uint64_t file_bytes)
 {
     uint64_t e = atomic_load_explicit(&h->table[index], memory_order_relaxed);
     uint64_t off = sal_entry_loc(e) << 3;
     if (!(e & SAL_ENTRY_FREE) || off < h->data_offset ||
-        off + sizeof(sal_object_header) > h->committed.file_bytes)
+        off + sizeof(sal_object_header) > file_bytes)
         return;
     const sal_object_header *hdr = (const sal_object_header *)(h->base + off);
     if (sal_id_index(hdr->id) == index && (hdr->id >> 56) == 0 &&
@@ -224,6 +227,23 @@ int sal_recover(sal_heap *h, sal_segment_record *rec, int same_boot,
     uint64_t hwm = h->committed.ids_high_water;
     uint64_t nseg = h->committed.segments_high_water;
     _Atomic uint64_t *table = h->table;
+    /* In the same boot, the ids the stopped process handed out after its
+     * last commit, past the committed mark too (entry 0 kept how far it
+     * went), are taken into the table, their generations kept: a program
+     * may have kept such an id, and it must be stale from now on, not name
+     * a new object.  After a reboot the table's pages are of any age and
+     * those ids may come back (sal.h, Caveats). */
+    uint64_t lost_hwm = same_boot ? sal_table_noted_high_water(h) : 0;
+    uint64_t file_bytes = h->committed.file_bytes;
+    if (same_boot) {
+        int err = lost_hwm && !h->readonly ? sal_table_ensure(h, lost_hwm - 1) : 0;
+        if (!err)
+            err = sal_os_file_size(h->fd, &file_bytes);
+        if (err)
+            return err;
+        if (lost_hwm)
+            hwm = lost_hwm;
+    }
 
     /* In sweep mode, the table as it was: free entries' generations (an id
      * must never come back with an older one) and live entries' locations
@@ -315,7 +335,7 @@ int sal_recover(sal_heap *h, sal_segment_record *rec, int same_boot,
     free(old_entries);
     for (uint64_t i = 1; was_live && i < hwm; i++)
         if (was_live[i / 8] & (1u << (i % 8)))
-            restore_generation(h, i);
+            restore_generation(h, i, file_bytes);
     free(was_live);
 
     /* Segments: live bytes recounted; empty ones are free. */
@@ -328,6 +348,8 @@ int sal_recover(sal_heap *h, sal_segment_record *rec, int same_boot,
         }
     }
     free(m.seg_live);
+    if (lost_hwm)
+        h->committed.ids_high_water = lost_hwm;
     rep->recovered = 1;
     rep->seconds = now_seconds() - t0;
     return 0;
