@@ -363,6 +363,11 @@ int sal_test_id_vec_fail(int on);
  * sal_pending_ids_release right after it took a non-empty list, before
  * any of it is moved to the pool.  NULL removes it. */
 int sal_test_ids_release_hook(void (*fn)(void *, int), void *arg);
+/* object.c, test builds (ENOSYS otherwise): call fn(arg, id) in
+ * sal_retain_unheld between the check of `id` and its count's increment
+ * (where the object may die and its entry and block be reused).  NULL
+ * removes it. */
+int sal_test_retain_unheld_hook(void (*fn)(void *, sal_id), void *arg);
 /* A retired segment whose live bytes are zero becomes pending. */
 void sal_segment_claim_if_empty(sal_heap *h, uint64_t seg);
 /* The session gives its arena back: kept as partial (keep_partial, a

@@ -14,6 +14,7 @@
  * and those that die too are pushed on the session's worklist, so a chain
  * of any length is freed with constant stack.
  */
+#include <errno.h>
 #include <string.h>
 
 #include "internal.h"
@@ -130,13 +131,9 @@ int sal_info(sal_session *s, sal_id id, sal_object_info *out)
     return 0;
 }
 
-int sal_retain_internal(sal_heap *h, sal_id id)
+/* Add one count to the entry of `id`, resolved to (e, hdr). */
+SAL_HOT int retain_resolved(sal_heap *h, sal_id id, uint64_t e, sal_object_header *hdr)
 {
-    uint64_t e;
-    sal_object_header *hdr;
-    int err = resolve(h, id, &e, &hdr);
-    if (err)
-        return err;
     _Atomic uint64_t *slot = &h->table[sal_id_index(id)];
     for (;;) {
         if (sal_entry_rc(e) == SAL_ENTRY_RC_MAX)
@@ -144,28 +141,68 @@ int sal_retain_internal(sal_heap *h, sal_id id)
         if (atomic_compare_exchange_weak_explicit(slot, &e, e + SAL_ENTRY_RC_ONE,
                                                   memory_order_acq_rel,
                                                   memory_order_acquire))
-            break;
+            return 0;
         if (sal_entry_rc(e) == 0)
             return SAL_ESTALE;
+        int err;
         if (sal_entry_loc(e) != sal_heap_offset(h, hdr) >> 3 &&
             (err = resolve(h, id, &e, &hdr)))
             return err;
     }
+}
+
+int sal_retain_internal(sal_heap *h, sal_id id)
+{
+    uint64_t e;
+    sal_object_header *hdr;
+    int err = resolve(h, id, &e, &hdr);
+    return err ? err : retain_resolved(h, id, e, hdr);
+}
+
+#ifdef SAL_TEST_HOOKS
+static void (*_Atomic unheld_hook)(void *, sal_id);
+static void *_Atomic unheld_hook_arg;
+
+int sal_test_retain_unheld_hook(void (*fn)(void *, sal_id), void *arg)
+{
+    atomic_store(&unheld_hook_arg, arg);
+    atomic_store(&unheld_hook, fn);
     return 0;
 }
+
+static void unheld_hook_run(sal_id id)
+{
+    void (*fn)(void *, sal_id) = atomic_load(&unheld_hook);
+    if (fn)
+        fn(atomic_load(&unheld_hook_arg), id);
+}
+#else
+int sal_test_retain_unheld_hook(void (*fn)(void *, sal_id), void *arg)
+{
+    (void)fn;
+    (void)arg;
+    return ENOSYS;
+}
+static void unheld_hook_run(sal_id id) { (void)id; }
+#endif
 
 int sal_retain_unheld(sal_session *s, sal_id id)
 {
     sal_heap *h = s->heap;
-    int err = sal_retain_internal(h, id);
+    uint64_t e;
+    sal_object_header *hdr;
+    int err = resolve(h, id, &e, &hdr);
     if (err)
+        return err;
+    unheld_hook_run(id); /* test builds: between the check and the count */
+    if ((err = retain_resolved(h, id, e, hdr)))
         return err;
     /* Holding no reference, we may have seen the object die, and its entry
      * and its block be reused by a new object, between the check and the
      * increment: same entry value, another id.  Then the count we added is
      * the new object's: give it back. */
-    uint64_t e = atomic_load_explicit(&h->table[sal_id_index(id)], memory_order_acquire);
-    const sal_object_header *hdr = (const sal_object_header *)(h->base + (sal_entry_loc(e) << 3));
+    e = atomic_load_explicit(&h->table[sal_id_index(id)], memory_order_acquire);
+    hdr = (sal_object_header *)(h->base + (sal_entry_loc(e) << 3));
     if (__builtin_expect(hdr->id != id, 0)) {
         if (sal_id_index(hdr->id) == sal_id_index(id))
             (void)sal_release_internal(s, hdr->id);
