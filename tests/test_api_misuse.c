@@ -1921,6 +1921,36 @@ static void write_root_id_unheld(void **state)
     fx_end(&f);
 }
 
+/* The check for an id only a root holds looks at the roots in use only
+ * (one more than the highest ever set): the last root, set by sal_root_cas
+ * in this session or found set at open, must be covered as root 0 is. */
+static void write_last_root_id_unheld(void **state)
+{
+    tu_ctx *c = *state;
+    sal_session *s;
+    sal_heap *h = tu_open_small(c, &s);
+    const unsigned last = SAL_ROOT_COUNT - 1;
+    sal_id x, t;
+    void *ptr;
+    TU_OK(sal_write_begin(s));
+    TU_OK(sal_alloc(s, 16, 0, 0, &x, &ptr));
+    TU_OK(sal_root_cas(s, last, SAL_NULL_ID, x));
+    t = x;
+    EXPECT(sal_write(s, &t, &ptr), SAL_EINVAL);
+    TU_OK(sal_write_end(s));
+    tu_close_all(h, s);
+    TU_OK(sal_heap_open(c->path, NULL, &h));
+    TU_OK(sal_session_open(h, &s));
+    TU_OK(sal_write_begin(s));
+    t = x;
+    EXPECT(sal_write(s, &t, &ptr), SAL_EINVAL);
+    EXPECT(sal_root_set(s, 0, x), SAL_EINVAL);
+    TU_OK(sal_write_end(s));
+    TU_OK(tu_root_set(s, last, SAL_NULL_ID));
+    EXPECT(sal_info(s, x, &(sal_object_info){0}), SAL_ESTALE);
+    tu_close_all(h, s);
+}
+
 /* An id with a generation its entry never handed out is
  * SAL_ESTALE ("its object was released"); sal.h names SAL_EBADID for an
  * id "never handed out". */
@@ -2211,6 +2241,7 @@ int main(int argc, char **argv)
         TU_TEST(root_cas_own_id_unheld),
         TU_TEST(set_child_own_id_unheld),
         TU_TEST(write_root_id_unheld),
+        TU_TEST(write_last_root_id_unheld),
         TU_TEST(unissued_generation_is_badid),
         TU_TEST(cross_heap_sync_no_deadlock),
         TU_TEST(cross_heap_write_begin_no_deadlock),

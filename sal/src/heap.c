@@ -250,8 +250,11 @@ static int load_state(sal_heap *h, const sal_segment_record *rec)
     }
     atomic_store(&h->file_bytes, h->committed.file_bytes);
 
-    for (unsigned r = 0; r < SAL_ROOT_COUNT; r++)
+    for (unsigned r = 0; r < SAL_ROOT_COUNT; r++) {
         atomic_store(&h->roots[r], h->committed.roots[r]);
+        if (h->committed.roots[r] != SAL_NULL_ID)
+            atomic_store(&h->roots_used, r + 1);
+    }
     atomic_store(&h->ids_high_water, h->committed.ids_high_water);
     atomic_store(&h->section_epoch, 1);
     atomic_store(&h->write_token_next, 1);

@@ -214,6 +214,10 @@ struct sal_heap {
 
     /* roots (the live table; committed copies live in the commit slot) */
     _Atomic sal_id roots[SAL_ROOT_COUNT];
+    /* One more than the highest root ever non-null while open (raised
+     * before a root is set): the roots a check for an id only a root holds
+     * must look at (sal_root_holds_only; most programs use a few). */
+    _Atomic unsigned roots_used;
 
     /* ids */
     _Atomic uint64_t ids_high_water;   /* next never-used index */

@@ -86,10 +86,20 @@ int sal_root_holds_only(sal_heap *h, sal_id id, uint64_t e)
 {
     if (sal_entry_rc(e) != 1)
         return 0;
-    for (unsigned r = 0; r < SAL_ROOT_COUNT; r++)
+    unsigned used = atomic_load(&h->roots_used);
+    for (unsigned r = 0; r < used; r++)
         if (atomic_load_explicit(&h->roots[r], memory_order_relaxed) == id)
             return 1;
     return 0;
+}
+
+/* Root `root` is about to name an object: the checks above look at it from
+ * now on (before the store: a check that sees the root sees the mark). */
+static void roots_used_cover(sal_heap *h, unsigned root)
+{
+    unsigned used = atomic_load(&h->roots_used);
+    while (used <= root && !atomic_compare_exchange_weak(&h->roots_used, &used, root + 1)) {
+    }
 }
 
 /* A value for a root: null, or an object the caller holds a reference to
@@ -127,6 +137,8 @@ int sal_root_set(sal_session *s, unsigned root, sal_id id)
         return err;
     if ((err = root_value_check(s, id)))
         return err;
+    if (id != SAL_NULL_ID)
+        roots_used_cover(s->heap, root);
     sal_id old = atomic_exchange(&s->heap->roots[root], id);
     /* Readers may reach `id` and what lies below it from now on: nothing
      * granted before is written in place any more in this section (a
@@ -146,6 +158,8 @@ int sal_root_cas(sal_session *s, unsigned root, sal_id expected, sal_id desired)
         return err;
     if ((err = root_value_check(s, desired)))
         return err;
+    if (desired != SAL_NULL_ID)
+        roots_used_cover(s->heap, root);
     if (!atomic_compare_exchange_strong(&s->heap->roots[root], &expected, desired))
         return SAL_ECONFLICT;
     sal_publication_ends_grants(s); /* as in sal_root_set */
