@@ -1157,6 +1157,46 @@ static int child_die_uncleanly(void *argp)
     _exit(0);
 }
 
+/* After a kill, a same-boot recovery reads the header a live entry
+ * locates, up to the file's end, to keep its generation: in a file longer
+ * than the reservation (only the reservation is mapped) an entry locating
+ * a header past the reservation was a SIGSEGV (found by the fuzzer).  The
+ * open must recover, in private memory and for writing. */
+static int child_open_recover_both(void *arg)
+{
+    const char *path = arg;
+    sal_options ro = ro_options();
+    sal_options rw = tu_small_options();
+    rw.flags = SAL_OPEN_RECOVER;
+    sal_heap *h;
+    if (sal_heap_open(path, &ro, &h) || sal_heap_close(h))
+        return 30;
+    if (sal_heap_open(path, &rw, &h) || sal_heap_close(h))
+        return 31;
+    return 0;
+}
+
+static void live_entry_past_reservation(void **state)
+{
+    tu_ctx *c = *state;
+    unclean_arg a = {c->path, 1, 0}; /* killed after an uncommitted root */
+    int st = tu_in_child(child_die_uncleanly, &a);
+    assert_true(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
+    sal_superblock sb;
+    read_superblock(c->path, &sb);
+    /* Entry 1, the killed process's object, live; its header's place
+     * moved past the reservation, inside a file made that long. */
+    uint64_t entry_off = sb.table_offset + 8, entry;
+    assert_int_equal(tu_peek(c->path, entry_off, &entry, 8), 0);
+    assert_true(entry != 0 && !(entry & SAL_ENTRY_FREE));
+    uint64_t at = sb.reserve_bytes + SAL_PAGE_BYTES;
+    uint64_t bad = (entry & ~SAL_ENTRY_LOC_MASK) | ((at >> 3) & SAL_ENTRY_LOC_MASK);
+    assert_int_equal(tu_patch(c->path, entry_off, &bad, 8), 0);
+    assert_int_equal(truncate(c->path, (off_t)(at + SAL_PAGE_BYTES)), 0);
+    expect_child_ok(tu_in_child(child_open_recover_both, (void *)c->path),
+                    "a live entry locating a header past the reservation, after a kill");
+}
+
 static void not_closed_cleanly(void **state)
 {
     tu_ctx *c = *state;
@@ -1240,6 +1280,7 @@ int main(int argc, char **argv)
         TU_TEST(failed_repair_leaves_table),
         TU_TEST(damaged_table_entry),
         TU_TEST(table_entry_at_end_of_file),
+        TU_TEST(live_entry_past_reservation),
         TU_TEST(damaged_object_header),
         TU_TEST(second_writer_is_locked),
         TU_TEST(created_heap_is_locked),

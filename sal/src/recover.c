@@ -241,6 +241,8 @@ int sal_recover(sal_heap *h, sal_segment_record *rec, int same_boot,
             err = sal_os_file_size(h->fd, &file_bytes);
         if (err)
             return err;
+        if (file_bytes > h->reserve_bytes)
+            file_bytes = h->reserve_bytes; /* only the reservation is mapped */
         if (lost_hwm)
             hwm = lost_hwm;
     }
