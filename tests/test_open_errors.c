@@ -1197,6 +1197,36 @@ static void live_entry_past_reservation(void **state)
                     "a live entry locating a header past the reservation, after a kill");
 }
 
+/* Entry 0 keeps how far a killed process handed out ids; a stray value
+ * there (in range, so not refused on its face) made the recovery take the
+ * whole table into use: every later open built a free-id list of that
+ * size (2 GiB of memory at the default max_objects).  Ids were handed out
+ * below a trusted mark; none near this one. */
+static void stray_high_water_mark(void **state)
+{
+    tu_ctx *c = *state;
+    unclean_arg a = {c->path, 1, 0}; /* killed after an uncommitted root */
+    int st = tu_in_child(child_die_uncleanly, &a);
+    assert_true(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
+    sal_superblock sb;
+    read_superblock(c->path, &sb);
+    uint64_t mark;
+    assert_int_equal(tu_peek(c->path, sb.table_offset, &mark, 8), 0);
+    assert_true(mark > 1 && mark <= 2 * 1024); /* the batch the child took */
+    uint64_t stray = sb.max_objects;
+    assert_int_equal(tu_patch(c->path, sb.table_offset, &stray, 8), 0);
+    sal_options o = tu_small_options();
+    o.flags = SAL_OPEN_RECOVER;
+    sal_heap *h;
+    TU_OK(sal_heap_open(c->path, &o, &h));
+    sal_heap_stats hs;
+    TU_OK(sal_heap_stats_get(h, &hs));
+    TU_OK(sal_heap_close(h));
+    if (hs.ids_high_water > 2 * 1024)
+        fail_msg("a stray mark %" PRIu64 " in entry 0 was trusted: ids_high_water %" PRIu64,
+                 stray, hs.ids_high_water);
+}
+
 static void not_closed_cleanly(void **state)
 {
     tu_ctx *c = *state;
@@ -1281,6 +1311,7 @@ int main(int argc, char **argv)
         TU_TEST(damaged_table_entry),
         TU_TEST(table_entry_at_end_of_file),
         TU_TEST(live_entry_past_reservation),
+        TU_TEST(stray_high_water_mark),
         TU_TEST(damaged_object_header),
         TU_TEST(second_writer_is_locked),
         TU_TEST(created_heap_is_locked),

@@ -342,7 +342,8 @@ int sal_table_ensure(sal_heap *h, uint64_t index);
  * so that ids handed out after the last commit are not handed out again
  * (recover.c).  Raises it to `hwm`. */
 void sal_table_note_high_water(sal_heap *h, uint64_t hwm);
-/* That mark, if it is above the committed one and inside the table. */
+/* That mark, if it is above the committed one, inside the table, and ids
+ * below it were handed out (else 0). */
 uint64_t sal_table_noted_high_water(const sal_heap *h);
 /* Make sure `seg`'s page cache matches the folio policy, then fault it in.
  * by_provider: the provider thread, which pauses while a commit runs. */

@@ -241,8 +241,13 @@ int sal_recover(sal_heap *h, sal_segment_record *rec, int same_boot,
             err = sal_os_file_size(h->fd, &file_bytes);
         if (err)
             return err;
-        if (file_bytes > h->reserve_bytes)
-            file_bytes = h->reserve_bytes; /* only the reservation is mapped */
+        /* Only the data region, inside the mapping: a file made longer
+         * than the reservation (nothing the library does) would let a
+         * damaged location past it (open bounds a slot's file_bytes the
+         * same way). */
+        uint64_t data_end = h->data_offset + h->segment_count * h->segment_bytes;
+        if (file_bytes > data_end)
+            file_bytes = data_end;
         if (lost_hwm)
             hwm = lost_hwm;
     }
