@@ -431,9 +431,31 @@ static int child_lose_ids(void *arg)
     return 14;
 }
 
-static void lost_ids_stale_after_kill(void **state)
+/* A recovery killed right after it forgot the table: the next one must
+ * still know which entries were live (their generations are in their
+ * headers only). */
+static void kill_at_forgotten(void *arg, int where)
 {
-    tu_ctx *c = *state;
+    (void)arg;
+    if (where == SAL_TEST_RECOVER_FORGOTTEN)
+        raise(SIGKILL);
+}
+
+static int child_recover_killed(void *arg)
+{
+    tu_ctx *c = arg;
+    if (sal_test_recover_hook(kill_at_forgotten, NULL))
+        return 20;
+    sal_options o;
+    sal_options_init(&o);
+    o.flags = SAL_OPEN_RECOVER;
+    sal_heap *h;
+    sal_heap_open(c->path, &o, &h);
+    return 21; /* not killed */
+}
+
+static void lost_ids_stale(tu_ctx *c, int recovery_killed)
+{
     sal_session *s;
     sal_heap *h = tu_open_small(c, &s);
     sal_id kept;
@@ -454,6 +476,11 @@ static void lost_ids_stale_after_kill(void **state)
     assert_non_null(f);
     assert_int_equal(fread(lost, sizeof lost, 1, f), 1);
     fclose(f);
+    if (recovery_killed) {
+        st = tu_in_child(child_recover_killed, c);
+        if (!WIFSIGNALED(st) || WTERMSIG(st) != SIGKILL)
+            fail_msg("the recovery was not killed (exit %d)", WEXITSTATUS(st));
+    }
 
     sal_options o;
     sal_options_init(&o);
@@ -491,6 +518,16 @@ static void lost_ids_stale_after_kill(void **state)
         TU_OK(sal_release(s, fresh[i]));
     free(fresh);
     tu_close_all(h, s);
+}
+
+static void lost_ids_stale_after_kill(void **state) { lost_ids_stale(*state, 0); }
+
+static void lost_ids_stale_after_killed_recovery(void **state)
+{
+    tu_ctx *c = *state;
+    if (sal_test_recover_hook(NULL, NULL) == ENOSYS)
+        skip(); /* a build without test hooks */
+    lost_ids_stale(c, 1);
 }
 
 /* Ids of committed objects: released after a reopen, the id is stale at
@@ -1398,6 +1435,7 @@ int main(int argc, char **argv)
         TU_TEST(stale_after_reuse),
         TU_TEST(stale_committed),
         TU_TEST(lost_ids_stale_after_kill),
+        TU_TEST(lost_ids_stale_after_killed_recovery),
         TU_TEST(ids_bounded_rounds),
         TU_TEST(ids_bounded_cross_session),
         TU_TEST(mass_release_by_provider),

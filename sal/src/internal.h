@@ -373,6 +373,12 @@ int sal_test_ids_release_hook(void (*fn)(void *, int), void *arg);
  * (where the object may die and its entry and block be reused).  NULL
  * removes it. */
 int sal_test_retain_unheld_hook(void (*fn)(void *, sal_id), void *arg);
+/* recover.c, test builds (ENOSYS otherwise): call fn(arg, where) inside
+ * sal_recover: SAL_TEST_RECOVER_FORGOTTEN once the table is forgotten,
+ * before the marking (a kill there is a recovery killed part-way).  NULL
+ * removes it. */
+enum { SAL_TEST_RECOVER_FORGOTTEN };
+int sal_test_recover_hook(void (*fn)(void *, int), void *arg);
 /* A retired segment whose live bytes are zero becomes pending. */
 void sal_segment_claim_if_empty(sal_heap *h, uint64_t seg);
 /* The session gives its arena back: kept as partial (keep_partial, a

@@ -35,6 +35,7 @@
  * which counting alone could never free.  Segments get their live bytes
  * recounted; a segment with none left is free.
  */
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -100,6 +101,7 @@ typedef struct marker {
     int64_t *seg_live;
     sal_recovery_report *rep;
     const uint64_t *old_entries; /* the table as it was (sweep mode), or NULL */
+    uint64_t was_live_left;      /* WAS_LIVE entries not marked yet */
     int oom;
 } marker;
 
@@ -121,24 +123,65 @@ static uint64_t locate(const marker *m, uint64_t off, sal_id id)
     return seg;
 }
 
-/* Entry `index` was live before a same-boot recovery and may have been left
- * free: give it the generation of the header it located, if that header is
- * still its own, so that the next id for it is newer.  The header may lie
- * past the committed length (an object of the lost future, in a segment
- * taken after the last commit), but not past the file's end. */
+#ifdef SAL_TEST_HOOKS
+static void (*_Atomic recover_hook)(void *, int);
+static void *_Atomic recover_hook_arg;
+
+int sal_test_recover_hook(void (*fn)(void *, int), void *arg)
+{
+    atomic_store(&recover_hook_arg, arg);
+    atomic_store(&recover_hook, fn);
+    return 0;
+}
+
+static void recover_hook_run(int where)
+{
+    void (*fn)(void *, int) = atomic_load(&recover_hook);
+    if (fn)
+        fn(atomic_load(&recover_hook_arg), where);
+}
+#else
+int sal_test_recover_hook(void (*fn)(void *, int), void *arg)
+{
+    (void)fn;
+    (void)arg;
+    return ENOSYS;
+}
+static void recover_hook_run(int where) { (void)where; }
+#endif
+
+/* In a same-boot recovery, a live entry is forgotten as a free one that
+ * keeps its location and this mark (bit 38, zero outside a recovery: the
+ * format reserves it), until the marking makes it live again or the last
+ * pass gives it its generation back.  Kept in the table, not in memory, so
+ * that a recovery killed part-way leaves the next one knowing which
+ * entries were live. */
+#define WAS_LIVE SAL_ENTRY_ACCESSED
+
+static int entry_was_live(uint64_t e)
+{
+    return (e & SAL_ENTRY_FREE) ? (e & WAS_LIVE) != 0 : e != 0;
+}
+
+/* Entry `index` was live before a same-boot recovery and the marking left
+ * it free: give it the generation of the header it located, if that
+ * header is still its own, so that the next id for it is newer.  The
+ * header may lie past the committed length (an object of the lost future,
+ * in a segment taken after the last commit), but not past `file_bytes`. */
 static void restore_generation(sal_heap *h, uint64_t index, uint64_t file_bytes)
 {
     uint64_t e = atomic_load_explicit(&h->table[index], memory_order_relaxed);
-    uint64_t off = sal_entry_loc(e) << 3;
-    if (!(e & SAL_ENTRY_FREE) || off < h->data_offset ||
-        off + sizeof(sal_object_header) > file_bytes)
+    if (!(e & SAL_ENTRY_FREE) || !(e & WAS_LIVE))
         return;
-    const sal_object_header *hdr = (const sal_object_header *)(h->base + off);
-    if (sal_id_index(hdr->id) == index && (hdr->id >> 56) == 0 &&
-        sal_gen_newer(sal_id_gen(hdr->id), sal_entry_gen(e)))
-        atomic_store_explicit(&h->table[index],
-                              sal_entry_make_free(sal_entry_loc(e), sal_id_gen(hdr->id)),
-                              memory_order_relaxed);
+    uint64_t restored = e & ~WAS_LIVE;
+    uint64_t off = sal_entry_loc(e) << 3;
+    if (off >= h->data_offset && off + sizeof(sal_object_header) <= file_bytes) {
+        const sal_object_header *hdr = (const sal_object_header *)(h->base + off);
+        if (sal_id_index(hdr->id) == index && (hdr->id >> 56) == 0 &&
+            sal_gen_newer(sal_id_gen(hdr->id), sal_entry_gen(e)))
+            restored = sal_entry_make_free(sal_entry_loc(e), sal_id_gen(hdr->id));
+    }
+    atomic_store_explicit(&h->table[index], restored, memory_order_relaxed);
 }
 
 /* One reference to `id` from a live parent or a root.  Returns 1 if the
@@ -187,6 +230,7 @@ static int mark_ref(marker *m, sal_id id)
     }
     const sal_object_header *hdr = (const sal_object_header *)(h->base + off);
     uint64_t loc = off >> 3;
+    m->was_live_left -= (e & WAS_LIVE) != 0;
     atomic_store_explicit(slot, loc | SAL_ENTRY_RC_ONE, memory_order_relaxed);
     uint64_t span = sal_object_span(hdr->size_bytes);
     m->seg_live[seg] += (int64_t)span;
@@ -205,17 +249,15 @@ static int mark_ref(marker *m, sal_id id)
  * is unclean and the next open recovers again) the forget kept each
  * entry's location: the live ones are live again, with a count of one
  * that the next recovery recounts. */
-static void undo_forget(_Atomic uint64_t *table, uint64_t hwm, const uint64_t *old_entries,
-                        const uint8_t *was_live)
+static void undo_forget(_Atomic uint64_t *table, uint64_t hwm, const uint64_t *old_entries)
 {
     for (uint64_t i = 1; i < hwm; i++) {
-        if (old_entries) {
+        uint64_t e = atomic_load_explicit(&table[i], memory_order_relaxed);
+        if (old_entries)
             atomic_store_explicit(&table[i], old_entries[i], memory_order_relaxed);
-        } else if (was_live && (was_live[i / 8] & (1u << (i % 8)))) {
-            uint64_t e = atomic_load_explicit(&table[i], memory_order_relaxed);
+        else if ((e & SAL_ENTRY_FREE) && (e & WAS_LIVE))
             atomic_store_explicit(&table[i], sal_entry_loc(e) | SAL_ENTRY_RC_ONE,
                                   memory_order_relaxed);
-        }
     }
 }
 
@@ -258,38 +300,36 @@ int sal_recover(sal_heap *h, sal_segment_record *rec, int same_boot,
     uint64_t *old_entries = NULL;
     if (!same_boot && !(old_entries = calloc(hwm, sizeof *old_entries)))
         return SAL_ENOMEM;
-    /* In the same boot, which entries were live: those the marking leaves
-     * free get their generation back from the header they located (the
-     * forget below keeps only free entries' generations), so that no id
-     * comes back older than a header that may still be on the disk. */
-    uint8_t *was_live = NULL;
-    if (same_boot && !(was_live = calloc(hwm / 8 + 1, 1))) {
-        free(old_entries);
-        return SAL_ENOMEM;
-    }
     /* Allocated before the table is touched: see undo_forget. */
     int64_t *seg_live = calloc(nseg ? nseg : 1, sizeof *seg_live);
     if (!seg_live) {
         free(old_entries);
-        free(was_live);
         return SAL_ENOMEM;
     }
 
-    /* 1. Forget. */
+    /* 1. Forget.  In the same boot, the entries that were live are marked
+     * (WAS_LIVE): those the marking leaves free get their generation back
+     * from the header they located (a live entry holds none), so that no
+     * id comes back older than a header that may still be on the disk, or
+     * than an id of the lost future. */
+    uint64_t was_live = 0;
     for (uint64_t i = 1; i < hwm; i++) {
         uint64_t e = atomic_load_explicit(&table[i], memory_order_relaxed);
         uint32_t gen = 0;
-        if (e & SAL_ENTRY_FREE)
+        if ((e & SAL_ENTRY_FREE) && !(e & WAS_LIVE))
             gen = sal_entry_gen(e);
         else if (sal_entry_rc(e) != 0)
             rep->ids_live_before++;
-        uint64_t loc = same_boot ? sal_entry_loc(e) : 0;
+        uint64_t forgotten = sal_entry_make_free(same_boot ? sal_entry_loc(e) : 0, gen);
         if (old_entries)
             old_entries[i] = e;
-        if (was_live && !(e & SAL_ENTRY_FREE) && e != 0)
-            was_live[i / 8] |= (uint8_t)(1u << (i % 8));
-        atomic_store_explicit(&table[i], sal_entry_make_free(loc, gen), memory_order_relaxed);
+        else if (entry_was_live(e)) {
+            forgotten |= WAS_LIVE;
+            was_live++;
+        }
+        atomic_store_explicit(&table[i], forgotten, memory_order_relaxed);
     }
+    recover_hook_run(SAL_TEST_RECOVER_FORGOTTEN);
 
     /* 2. Sweep, in address order, when the locations are not to be trusted. */
     rep->swept = !same_boot;
@@ -300,7 +340,7 @@ int sal_recover(sal_heap *h, sal_segment_record *rec, int same_boot,
 
     /* 3. Mark and count from the roots. */
     marker m = {.h = h, .rec = rec, .nseg = nseg, .hwm = hwm, .rep = rep,
-                .old_entries = old_entries, .seg_live = seg_live};
+                .old_entries = old_entries, .seg_live = seg_live, .was_live_left = was_live};
     for (unsigned r = 0; r < SAL_ROOT_COUNT; r++) {
         sal_id root = h->committed.roots[r];
         if (root != SAL_NULL_ID && !mark_ref(&m, root)) {
@@ -322,10 +362,9 @@ int sal_recover(sal_heap *h, sal_segment_record *rec, int same_boot,
     }
     sal_id_vec_free(&m.stack);
     if (m.oom) {
-        undo_forget(table, hwm, old_entries, was_live);
+        undo_forget(table, hwm, old_entries);
         free(m.seg_live);
         free(old_entries);
-        free(was_live);
         return SAL_ENOMEM;
     }
     /* Entries left free keep the newer of the remembered and swept
@@ -340,10 +379,10 @@ int sal_recover(sal_heap *h, sal_segment_record *rec, int same_boot,
                                   memory_order_relaxed);
     }
     free(old_entries);
-    for (uint64_t i = 1; was_live && i < hwm; i++)
-        if (was_live[i / 8] & (1u << (i % 8)))
-            restore_generation(h, i, file_bytes);
-    free(was_live);
+    /* The entries that were live and that nothing committed reaches (none
+     * after a kill between commits of a program that only grows). */
+    for (uint64_t i = 1; m.was_live_left && i < hwm; i++)
+        restore_generation(h, i, file_bytes);
 
     /* Segments: live bytes recounted; empty ones are free. */
     for (uint64_t s = 0; s < nseg; s++) {
