@@ -655,6 +655,15 @@ static int publish(worker *w, const change *ch, int n)
     w->version++;
     if (w->run->hooks && w->run->hooks->version)
         w->run->hooks->version(w->run->hooks->arg, w->t, w->version, worker_sub(w, d));
+    if (w->run->hooks && w->run->hooks->published) {
+        sal_id ids[CW_ROOTS_PER_THREAD];
+        int m = 0;
+        for (int k = 0; k < n && m < CW_ROOTS_PER_THREAD; k++)
+            if (ch[k].id != SAL_NULL_ID)
+                ids[m++] = ch[k].id;
+        if (m)
+            w->run->hooks->published(w->run->hooks->arg, w->t, ids, m);
+    }
     for (int k = 0; k < n; k++)
         WK_OK(w, sal_root_set(w->s, root_of(w, ch[k].i), ch[k].id));
     memcpy(w->d, d, sizeof d);

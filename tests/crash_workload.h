@@ -74,6 +74,11 @@ typedef struct cw_hooks {
     /* Sync done (even if it failed).  Return nonzero to stop the run.
      * May be NULL. */
     int (*sync_done)(void *arg, const cw_sync_info *info);
+    /* Right after version(): the ids worker `t` is about to store in its
+     * roots (n <= CW_ROOTS_PER_THREAD, none null), so that a harness can
+     * check that no id handed out is ever handed out again, also after a
+     * crash loses it.  May be NULL. */
+    void (*published)(void *arg, int t, const sal_id *ids, int n);
 } cw_hooks;
 
 typedef struct cw_config {

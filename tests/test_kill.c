@@ -48,13 +48,14 @@
 
 #include "crash_workload.h"
 
-enum { REC_READY = 1, REC_VERSION, REC_START, REC_DONE, REC_ERROR };
+enum { REC_READY = 1, REC_VERSION, REC_START, REC_DONE, REC_ERROR, REC_IDS };
 
 /* One message from the child; 256 bytes, so that a write is atomic. */
 typedef struct rec {
     uint32_t type;
     int32_t t;  /* worker (VERSION) */
-    uint64_t n; /* version number (VERSION) or sync number (START, DONE) */
+    uint64_t n; /* version number (VERSION), sync number (START, DONE) or
+                   how many ids (IDS, in msg) */
     int32_t mode, rc;
     cw_state state;
     char msg[256 - 24 - sizeof(cw_state)];
@@ -106,6 +107,18 @@ static void hook_version(void *arg, int t, uint64_t k, uint64_t sub)
     r.t = t;
     r.n = k;
     r.state.digest = sub;
+    send_rec(&r);
+}
+
+static void hook_published(void *arg, int t, const sal_id *ids, int n)
+{
+    (void)arg;
+    rec r;
+    memset(&r, 0, sizeof r);
+    r.type = REC_IDS;
+    r.t = t;
+    r.n = (uint64_t)n;
+    memcpy(r.msg, ids, (size_t)n * sizeof *ids);
     send_rec(&r);
 }
 
@@ -172,7 +185,7 @@ static void child_main(const char *path, uint64_t seed)
     cfg.durable_percent = 20;
     cfg.async_percent = 40;
     cfg.quiet = 1;
-    cw_hooks hooks = {NULL, hook_version, hook_sync_start, hook_sync_done};
+    cw_hooks hooks = {NULL, hook_version, hook_sync_start, hook_sync_done, hook_published};
     char err[512];
     if (cw_run(h, &cfg, &hooks, err, sizeof err)) {
         send_error("%s", err);
@@ -197,6 +210,8 @@ typedef struct round_state {
     history hist[THREADS];
     size_t matched[THREADS]; /* the version each worker has in the last commit */
     rec last_done;           /* the last commit reported (or the initial state) */
+    sal_id *ids;             /* every id a worker published, committed or not */
+    size_t ids_len, ids_cap;
     uint64_t commits;        /* syncs reported done */
     uint64_t last_start;     /* the last sync announced */
     int last_start_mode;
@@ -284,6 +299,23 @@ static void on_rec(round_state *rs, const rec *r)
             rs_fail(rs, "sync %llu committed roots that no worker owns", (unsigned long long)r->n);
         rs->last_done = *r;
         rs->commits++;
+        break;
+    case REC_IDS:
+        if (r->n == 0 || r->n > sizeof r->msg / sizeof(sal_id)) {
+            rs_fail(rs, "an ids record of %llu ids", (unsigned long long)r->n);
+            break;
+        }
+        for (uint64_t k = 0; k < r->n; k++) {
+            if (rs->ids_len == rs->ids_cap) {
+                rs->ids_cap = rs->ids_cap ? rs->ids_cap * 2 : 4096;
+                rs->ids = realloc(rs->ids, rs->ids_cap * sizeof *rs->ids);
+                if (!rs->ids) {
+                    fprintf(stderr, "out of memory\n");
+                    exit(2);
+                }
+            }
+            memcpy(&rs->ids[rs->ids_len++], r->msg + k * sizeof(sal_id), sizeof(sal_id));
+        }
         break;
     case REC_ERROR:
         rs_fail(rs, "child: %s", r->msg);
@@ -448,6 +480,83 @@ static int check_heap_after_kill(const char *path, round_state *rs, int mid, int
     return 0;
 }
 
+static int cmp_id(const void *a, const void *b)
+{
+    sal_id x = *(const sal_id *)a, y = *(const sal_id *)b;
+    return (x > y) - (x < y);
+}
+
+/* Every id a worker published, before or after the last commit, is either
+ * a committed object or stale (SAL_ESTALE: never SAL_EBADID, which would
+ * mean its generation went back), and none is handed out again: the
+ * recovered heap, reopened, allocates more objects than it has free ids
+ * (so every free entry is taken), and none may carry a published id. */
+static int check_ids_not_reissued(const char *path, round_state *rs)
+{
+    if (rs->ids_len == 0)
+        return 0;
+    qsort(rs->ids, rs->ids_len, sizeof *rs->ids, cmp_id);
+    sal_options o = heap_options();
+    o.ready_segments = 0;
+    sal_heap *h;
+    sal_session *s;
+    int rc = sal_heap_open(path, &o, &h);
+    if (rc) {
+        rs_fail(rs, "reopen for the id check: %d (%s)", rc, sal_strerror(rc));
+        return -1;
+    }
+    if ((rc = sal_session_open(h, &s))) {
+        sal_heap_close(h);
+        rs_fail(rs, "session for the id check: %d (%s)", rc, sal_strerror(rc));
+        return -1;
+    }
+    sal_heap_stats st;
+    sal_heap_stats_get(h, &st);
+    uint64_t n = st.ids_high_water + 2 * 1024;
+    sal_id *fresh = calloc(n, sizeof *fresh);
+    int bad = fresh == NULL;
+    for (int pass = 0; pass < 2 && !bad; pass++) {
+        for (size_t i = 0; i < rs->ids_len && !bad; i++) {
+            sal_object_info in;
+            rc = sal_info(s, rs->ids[i], &in);
+            if (rc != 0 && rc != SAL_ESTALE) {
+                rs_fail(rs, "published id %#llx %s: %d (%s), not live or SAL_ESTALE",
+                        (unsigned long long)rs->ids[i],
+                        pass ? "after the free ids were taken" : "after the recovery", rc,
+                        sal_strerror(rc));
+                bad = 1;
+            }
+        }
+        if (pass || bad)
+            break;
+        uint64_t got = 0;
+        int began = (rc = sal_write_begin(s)) == 0;
+        while (rc == 0 && got < n && !bad) {
+            void *p;
+            if ((rc = sal_alloc(s, 8, 0, 0, &fresh[got], &p)))
+                break;
+            if (bsearch(&fresh[got], rs->ids, rs->ids_len, sizeof *rs->ids, cmp_id)) {
+                rs_fail(rs, "id %#llx, published before the kill, handed out again",
+                        (unsigned long long)fresh[got]);
+                bad = 1;
+            }
+            got++;
+        }
+        if (began)
+            sal_write_end(s);
+        if (rc && !bad) {
+            rs_fail(rs, "allocating for the id check: %d (%s)", rc, sal_strerror(rc));
+            bad = 1;
+        }
+        for (uint64_t i = 0; i < got; i++)
+            sal_release(s, fresh[i]);
+    }
+    free(fresh);
+    sal_session_close(s);
+    sal_heap_close(h);
+    return bad ? -1 : 0;
+}
+
 /* ---------------------------------------------------------------------
  * A round
  * --------------------------------------------------------------------- */
@@ -568,7 +677,8 @@ static round_result run_round(const char *dir, uint64_t seed, int index)
 
     res.commits = rs->commits;
     res.mid = rs->last_start > rs->last_done.n;
-    if (!rs->error[0] && check_heap_after_kill(path, rs, res.mid, &res.mid_match) == 0)
+    if (!rs->error[0] && check_heap_after_kill(path, rs, res.mid, &res.mid_match) == 0 &&
+        check_ids_not_reissued(path, rs) == 0)
         res.pass = 1;
     res.seconds = now_s() - t0;
 
@@ -601,6 +711,7 @@ static round_result run_round(const char *dir, uint64_t seed, int index)
     fflush(stdout);
     for (int t = 0; t < THREADS; t++)
         free(rs->hist[t].sub);
+    free(rs->ids);
     free(rs);
     return res;
 }

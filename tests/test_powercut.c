@@ -412,7 +412,7 @@ static int run_round(const char *dir, uint64_t seed, int index)
         cfg.sync_gap_us = 1000;
         cfg.stop_on_sync_error = 0; /* hook_done stops at the cut */
         cfg.quiet = 1;
-        cw_hooks hooks = {c, NULL, NULL, hook_done};
+        cw_hooks hooks = {c, NULL, NULL, hook_done, NULL};
         if (cw_run(h, &cfg, &hooks, err, sizeof err)) {
             rfail(c, "the workload: %s", err);
             goto disarm;
