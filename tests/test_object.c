@@ -454,8 +454,11 @@ static int child_recover_killed(void *arg)
     return 21; /* not killed */
 }
 
-static void lost_ids_stale(tu_ctx *c, int recovery_killed)
+enum { RECOVER_PLAIN, RECOVER_KILLED_FIRST, RECOVER_BY_REPAIR };
+
+static void lost_ids_stale(tu_ctx *c, int how)
 {
+    int recovery_killed = how == RECOVER_KILLED_FIRST;
     sal_session *s;
     sal_heap *h = tu_open_small(c, &s);
     sal_id kept;
@@ -484,7 +487,7 @@ static void lost_ids_stale(tu_ctx *c, int recovery_killed)
 
     sal_options o;
     sal_options_init(&o);
-    o.flags = SAL_OPEN_RECOVER;
+    o.flags = how == RECOVER_BY_REPAIR ? SAL_OPEN_REPAIR : SAL_OPEN_RECOVER;
     TU_OK(sal_heap_open(c->path, &o, &h));
     TU_OK(sal_session_open(h, &s));
     for (int i = 0; i < LOST_IDS; i++)
@@ -520,14 +523,22 @@ static void lost_ids_stale(tu_ctx *c, int recovery_killed)
     tu_close_all(h, s);
 }
 
-static void lost_ids_stale_after_kill(void **state) { lost_ids_stale(*state, 0); }
+static void lost_ids_stale_after_kill(void **state) { lost_ids_stale(*state, RECOVER_PLAIN); }
 
 static void lost_ids_stale_after_killed_recovery(void **state)
 {
     tu_ctx *c = *state;
     if (sal_test_recover_hook(NULL, NULL) == ENOSYS)
         skip(); /* a build without test hooks */
-    lost_ids_stale(c, 1);
+    lost_ids_stale(c, RECOVER_KILLED_FIRST);
+}
+
+/* The repair (SAL_OPEN_REPAIR, sal-gc repair) sweeps instead of trusting
+ * the table's locations; in the same boot the table it remembers is still
+ * exact, and the lost future's ids must stay stale there too. */
+static void lost_ids_stale_after_repair(void **state)
+{
+    lost_ids_stale(*state, RECOVER_BY_REPAIR);
 }
 
 /* Ids of committed objects: released after a reopen, the id is stale at
@@ -1436,6 +1447,7 @@ int main(int argc, char **argv)
         TU_TEST(stale_committed),
         TU_TEST(lost_ids_stale_after_kill),
         TU_TEST(lost_ids_stale_after_killed_recovery),
+        TU_TEST(lost_ids_stale_after_repair),
         TU_TEST(ids_bounded_rounds),
         TU_TEST(ids_bounded_cross_session),
         TU_TEST(mass_release_by_provider),

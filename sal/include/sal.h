@@ -604,12 +604,12 @@ SAL_API int sal_heap_stats_get(sal_heap *heap, sal_heap_stats *out);
  *   kept that long may name the entry's new object.  Do not keep ids of
  *   released objects for ever.
  * - Ids handed out after the last commit belong to a future that a crash
- *   loses.  After a killed process (the same boot) its recovery keeps
- *   them stale (SAL_ESTALE), also once their entries are reused.  After a
- *   reboot, or a repair (SAL_OPEN_REPAIR, sal-gc repair), the table's
- *   pages are not trusted and such an id may be handed out again, naming
- *   a new object.  Keep an id outside the heap only once a commit that
- *   holds its object is durable.
+ *   loses.  After a killed process (the same boot) its recovery or repair
+ *   (SAL_OPEN_REPAIR, sal-gc repair) keeps them stale (SAL_ESTALE), also
+ *   once their entries are reused.  After a reboot the object table's
+ *   pages on the disk are of any age, and such an id may be handed out
+ *   again, naming a new object.  Keep an id outside the heap only once a
+ *   commit that holds its object is durable.
  * - sal_write() trusts that you hold the reference you pass in.  An id
  *   that only a root holds is refused (SAL_EINVAL), as sal_set_child(),
  *   sal_root_set() and sal_root_cas() refuse to be handed a reference only

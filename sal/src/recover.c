@@ -163,25 +163,37 @@ static int entry_was_live(uint64_t e)
     return (e & SAL_ENTRY_FREE) ? (e & WAS_LIVE) != 0 : e != 0;
 }
 
-/* Entry `index` was live before a same-boot recovery and the marking left
- * it free: give it the generation of the header it located, if that
- * header is still its own, so that the next id for it is newer.  The
- * header may lie past the committed length (an object of the lost future,
- * in a segment taken after the last commit), but not past `file_bytes`. */
+/* Free entry `e` of `index`, whose object lived at `loc` before the
+ * recovery and which nothing committed reaches: the generation of the
+ * header there if that header is still its own and newer, so that the
+ * next id for the entry is newer than an id handed out after the last
+ * commit.  The header may lie past the committed length (an object of the
+ * lost future, in a segment taken after the last commit), not past
+ * `file_bytes`. */
+static uint64_t generation_from_header(const sal_heap *h, uint64_t index, uint64_t e,
+                                       uint64_t loc, uint64_t file_bytes)
+{
+    uint64_t off = loc << 3;
+    if (off < h->data_offset || off + sizeof(sal_object_header) > file_bytes)
+        return e;
+    const sal_object_header *hdr = (const sal_object_header *)(h->base + off);
+    if (sal_id_index(hdr->id) == index && (hdr->id >> 56) == 0 &&
+        sal_gen_newer(sal_id_gen(hdr->id), sal_entry_gen(e)))
+        return sal_entry_make_free(sal_entry_loc(e), sal_id_gen(hdr->id));
+    return e;
+}
+
+/* Same boot: entry `index` was live before the recovery (WAS_LIVE) and the
+ * marking left it free. */
 static void restore_generation(sal_heap *h, uint64_t index, uint64_t file_bytes)
 {
     uint64_t e = atomic_load_explicit(&h->table[index], memory_order_relaxed);
     if (!(e & SAL_ENTRY_FREE) || !(e & WAS_LIVE))
         return;
-    uint64_t restored = e & ~WAS_LIVE;
-    uint64_t off = sal_entry_loc(e) << 3;
-    if (off >= h->data_offset && off + sizeof(sal_object_header) <= file_bytes) {
-        const sal_object_header *hdr = (const sal_object_header *)(h->base + off);
-        if (sal_id_index(hdr->id) == index && (hdr->id >> 56) == 0 &&
-            sal_gen_newer(sal_id_gen(hdr->id), sal_entry_gen(e)))
-            restored = sal_entry_make_free(sal_entry_loc(e), sal_id_gen(hdr->id));
-    }
-    atomic_store_explicit(&h->table[index], restored, memory_order_relaxed);
+    e &= ~WAS_LIVE;
+    atomic_store_explicit(&h->table[index],
+                          generation_from_header(h, index, e, sal_entry_loc(e), file_bytes),
+                          memory_order_relaxed);
 }
 
 /* One reference to `id` from a live parent or a root.  Returns 1 if the
@@ -269,30 +281,28 @@ int sal_recover(sal_heap *h, sal_segment_record *rec, int same_boot,
     uint64_t hwm = h->committed.ids_high_water;
     uint64_t nseg = h->committed.segments_high_water;
     _Atomic uint64_t *table = h->table;
-    /* In the same boot, the ids the stopped process handed out after its
-     * last commit, past the committed mark too (entry 0 kept how far it
-     * went), are taken into the table, their generations kept: a program
-     * may have kept such an id, and it must be stale from now on, not name
-     * a new object.  After a reboot the table's pages are of any age and
-     * those ids may come back (sal.h, Caveats). */
-    uint64_t lost_hwm = same_boot ? sal_table_noted_high_water(h) : 0;
-    uint64_t file_bytes = h->committed.file_bytes;
-    if (same_boot) {
-        int err = lost_hwm && !h->readonly ? sal_table_ensure(h, lost_hwm - 1) : 0;
-        if (!err)
-            err = sal_os_file_size(h->fd, &file_bytes);
-        if (err)
-            return err;
-        /* Only the data region, inside the mapping: a file made longer
-         * than the reservation (nothing the library does) would let a
-         * damaged location past it (open bounds a slot's file_bytes the
-         * same way). */
-        uint64_t data_end = h->data_offset + h->segment_count * h->segment_bytes;
-        if (file_bytes > data_end)
-            file_bytes = data_end;
-        if (lost_hwm)
-            hwm = lost_hwm;
-    }
+    /* The ids the stopped process handed out after its last commit, past
+     * the committed mark too (entry 0 kept how far it went), are taken into
+     * the table, their generations kept: a program may have kept such an
+     * id, and it must be stale from now on, not name a new object.  In the
+     * same boot the table is exact (the page cache survived); after a
+     * reboot its pages are of any age, the mark too, and such ids may come
+     * back (sal.h, Caveats). */
+    uint64_t lost_hwm = sal_table_noted_high_water(h);
+    uint64_t file_bytes;
+    int err = lost_hwm && !h->readonly ? sal_table_ensure(h, lost_hwm - 1) : 0;
+    if (!err)
+        err = sal_os_file_size(h->fd, &file_bytes);
+    if (err)
+        return err;
+    /* Only the data region, inside the mapping: a file made longer than
+     * the reservation (nothing the library does) would let a damaged
+     * location past it (open bounds a slot's file_bytes the same way). */
+    uint64_t data_end = h->data_offset + h->segment_count * h->segment_bytes;
+    if (file_bytes > data_end)
+        file_bytes = data_end;
+    if (lost_hwm)
+        hwm = lost_hwm;
 
     /* In sweep mode, the table as it was: free entries' generations (an id
      * must never come back with an older one) and live entries' locations
@@ -367,16 +377,25 @@ int sal_recover(sal_heap *h, sal_segment_record *rec, int same_boot,
         free(old_entries);
         return SAL_ENOMEM;
     }
-    /* Entries left free keep the newer of the remembered and swept
-     * generations. */
+    /* Sweep mode: entries left free keep the newer of the remembered and
+     * swept generations, and one that was live in the old table the
+     * generation of the header it located, if that header is its own (the
+     * old table may be of any age after a reboot: a generation only ever
+     * goes up, so a stale location at worst gives nothing). */
     for (uint64_t i = 1; old_entries && i < hwm; i++) {
         uint64_t e = atomic_load_explicit(&table[i], memory_order_relaxed);
         uint64_t old = old_entries[i];
-        if ((e & SAL_ENTRY_FREE) && (old & SAL_ENTRY_FREE) &&
-            sal_gen_newer(sal_entry_gen(old), sal_entry_gen(e)))
-            atomic_store_explicit(&table[i],
-                                  sal_entry_make_free(sal_entry_loc(e), sal_entry_gen(old)),
-                                  memory_order_relaxed);
+        if (!(e & SAL_ENTRY_FREE))
+            continue;
+        uint64_t kept = e;
+        if ((old & SAL_ENTRY_FREE) && !(old & WAS_LIVE)) {
+            if (sal_gen_newer(sal_entry_gen(old), sal_entry_gen(e)))
+                kept = sal_entry_make_free(sal_entry_loc(e), sal_entry_gen(old));
+        } else if (old != 0) {
+            kept = generation_from_header(h, i, e, sal_entry_loc(old), file_bytes);
+        }
+        if (kept != e)
+            atomic_store_explicit(&table[i], kept, memory_order_relaxed);
     }
     free(old_entries);
     /* The entries that were live and that nothing committed reaches (none
