@@ -553,7 +553,11 @@ static uint64_t locate(const checker *c, mark_view *v, sal_id id, int *by_table)
     uint64_t e = c->table[idx];
     uint64_t off = sal_entry_loc(e) << 3;
     *by_table = 1;
-    if (!(e & SAL_ENTRY_FREE) && sal_entry_rc(e) != 0 && library_locates(c, off, id))
+    /* A live entry, or a free one that a same-boot recovery killed
+     * part-way left marked as having been live (bit 38, recover.c). */
+    int was_live = (!(e & SAL_ENTRY_FREE) && sal_entry_rc(e) != 0) ||
+                   ((e & SAL_ENTRY_FREE) && (e & SAL_ENTRY_ACCESSED));
+    if (was_live && library_locates(c, off, id))
         return off;
     sal_object_header h;
     if (!v->repair_view && bit_get(c->tonly, idx) && read_header(c, off, &h) && h.id == id) {

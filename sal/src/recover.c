@@ -228,8 +228,11 @@ static int mark_ref(marker *m, sal_id id)
     uint64_t off = sal_entry_loc(e) << 3;
     uint64_t seg = locate(m, off, id);
     if (seg == UINT64_MAX && m->old_entries) {
+        /* A live entry, or one a same-boot recovery killed part-way left
+         * WAS_LIVE: it was live too, its location kept. */
         uint64_t old = m->old_entries[idx];
-        if (!(old & SAL_ENTRY_FREE) && sal_entry_rc(old) != 0) {
+        if ((!(old & SAL_ENTRY_FREE) && sal_entry_rc(old) != 0) ||
+            ((old & SAL_ENTRY_FREE) && (old & WAS_LIVE))) {
             off = sal_entry_loc(old) << 3;
             seg = locate(m, off, id);
             if (seg != UINT64_MAX)
