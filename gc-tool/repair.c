@@ -8,7 +8,9 @@
  * nothing reaches and rebuilding the segment records, and writes the result
  * as a durable commit (slot last); sal_heap_close writes the clean commit.
  * A crash anywhere in between leaves the previous commit or the repaired
- * one, never a mix, and the heap is then unclean: a second repair fixes it.
+ * one, never a mix, and the heap is then unclean: a second repair fixes it
+ * (the library builds the new table apart and writes it over the heap's at
+ * the end; recover.c).
  *
  * What the library leaves in place, sal-gc fixes afterwards with single
  * 8-byte (or one-slot) writes, each of which leaves a consistent heap

@@ -52,10 +52,9 @@ static double now_seconds(void)
 
 /* Sweep one committed range; returns the number of damaged headers (the
  * rest of the segment after one is skipped: its layout is lost). */
-static uint64_t sweep_segment(sal_heap *h, uint64_t seg, uint64_t used, uint64_t hwm,
-                              uint64_t *headers)
+static uint64_t sweep_segment(sal_heap *h, _Atomic uint64_t *table, uint64_t seg,
+                              uint64_t used, uint64_t hwm, uint64_t *headers)
 {
-    _Atomic uint64_t *table = h->table;
     uint64_t start = sal_segment_start(h, seg);
     uint64_t max_size = sal_max_object_bytes(h);
     uint64_t off = 0;
@@ -100,7 +99,10 @@ typedef struct marker {
     sal_id_vec stack;
     int64_t *seg_live;
     sal_recovery_report *rep;
-    const uint64_t *old_entries; /* the table as it was (sweep mode), or NULL */
+    _Atomic uint64_t *table;     /* the table being rebuilt */
+    /* The table as it was (sweep mode: the heap's, untouched until the
+     * end), or NULL. */
+    const _Atomic uint64_t *old_entries;
     uint64_t was_live_left;      /* WAS_LIVE entries not marked yet */
     int oom;
 } marker;
@@ -206,7 +208,7 @@ static int mark_ref(marker *m, sal_id id)
         m->rep->dangling_refs++;
         return 0;
     }
-    _Atomic uint64_t *slot = &h->table[idx];
+    _Atomic uint64_t *slot = &m->table[idx];
     uint64_t e = atomic_load_explicit(slot, memory_order_relaxed);
     if (!(e & SAL_ENTRY_FREE)) {
         /* Already marked: one more reference, if it names that object and
@@ -230,7 +232,7 @@ static int mark_ref(marker *m, sal_id id)
     if (seg == UINT64_MAX && m->old_entries) {
         /* A live entry, or one a same-boot recovery killed part-way left
          * WAS_LIVE: it was live too, its location kept. */
-        uint64_t old = m->old_entries[idx];
+        uint64_t old = atomic_load_explicit(&m->old_entries[idx], memory_order_relaxed);
         if ((!(old & SAL_ENTRY_FREE) && sal_entry_rc(old) != 0) ||
             ((old & SAL_ENTRY_FREE) && (old & WAS_LIVE))) {
             off = sal_entry_loc(old) << 3;
@@ -264,13 +266,11 @@ static int mark_ref(marker *m, sal_id id)
  * is unclean and the next open recovers again) the forget kept each
  * entry's location: the live ones are live again, with a count of one
  * that the next recovery recounts. */
-static void undo_forget(_Atomic uint64_t *table, uint64_t hwm, const uint64_t *old_entries)
+static void undo_forget(_Atomic uint64_t *table, uint64_t hwm)
 {
     for (uint64_t i = 1; i < hwm; i++) {
         uint64_t e = atomic_load_explicit(&table[i], memory_order_relaxed);
-        if (old_entries)
-            atomic_store_explicit(&table[i], old_entries[i], memory_order_relaxed);
-        else if ((e & SAL_ENTRY_FREE) && (e & WAS_LIVE))
+        if ((e & SAL_ENTRY_FREE) && (e & WAS_LIVE))
             atomic_store_explicit(&table[i], sal_entry_loc(e) | SAL_ENTRY_RC_ONE,
                                   memory_order_relaxed);
     }
@@ -283,7 +283,6 @@ int sal_recover(sal_heap *h, sal_segment_record *rec, int same_boot,
     memset(rep, 0, sizeof *rep);
     uint64_t hwm = h->committed.ids_high_water;
     uint64_t nseg = h->committed.segments_high_water;
-    _Atomic uint64_t *table = h->table;
     /* The ids the stopped process handed out after its last commit, past
      * the committed mark too (entry 0 kept how far it went), are taken into
      * the table, their generations kept: a program may have kept such an
@@ -307,16 +306,24 @@ int sal_recover(sal_heap *h, sal_segment_record *rec, int same_boot,
     if (lost_hwm)
         hwm = lost_hwm;
 
-    /* In sweep mode, the table as it was: free entries' generations (an id
-     * must never come back with an older one) and live entries' locations
-     * (a fallback the header check validates). */
-    uint64_t *old_entries = NULL;
-    if (!same_boot && !(old_entries = calloc(hwm, sizeof *old_entries)))
+    /* In sweep mode the new table is built apart and written over the
+     * heap's at the end, which stays as it was until then: free entries'
+     * generations (an id must never come back with an older one) and live
+     * entries' locations (a fallback the header check validates) are read
+     * there.  A repair killed before the end (the table is the file's,
+     * shared) left every entry free at location 0: the slot of a clean heap
+     * still said clean, and the next open lost every committed object; of
+     * an unclean one the next same-boot recovery trusted those locations
+     * and cleared the roots (killed_repair_of_clean_heap, _unclean_). */
+    _Atomic uint64_t *work = NULL;
+    if (!same_boot && !(work = calloc(hwm, sizeof *work)))
         return SAL_ENOMEM;
+    _Atomic uint64_t *table = work ? work : h->table;
+    const _Atomic uint64_t *old_entries = work ? h->table : NULL;
     /* Allocated before the table is touched: see undo_forget. */
     int64_t *seg_live = calloc(nseg ? nseg : 1, sizeof *seg_live);
     if (!seg_live) {
-        free(old_entries);
+        free(work);
         return SAL_ENOMEM;
     }
 
@@ -327,16 +334,14 @@ int sal_recover(sal_heap *h, sal_segment_record *rec, int same_boot,
      * than an id of the lost future. */
     uint64_t was_live = 0;
     for (uint64_t i = 1; i < hwm; i++) {
-        uint64_t e = atomic_load_explicit(&table[i], memory_order_relaxed);
+        uint64_t e = atomic_load_explicit(&h->table[i], memory_order_relaxed);
         uint32_t gen = 0;
         if ((e & SAL_ENTRY_FREE) && !(e & WAS_LIVE))
             gen = sal_entry_gen(e);
         else if (sal_entry_rc(e) != 0)
             rep->ids_live_before++;
         uint64_t forgotten = sal_entry_make_free(same_boot ? sal_entry_loc(e) : 0, gen);
-        if (old_entries)
-            old_entries[i] = e;
-        else if (entry_was_live(e)) {
+        if (same_boot && entry_was_live(e)) {
             forgotten |= WAS_LIVE;
             was_live++;
         }
@@ -348,11 +353,11 @@ int sal_recover(sal_heap *h, sal_segment_record *rec, int same_boot,
     rep->swept = !same_boot;
     for (uint64_t s = 0; !same_boot && s < nseg; s++)
         if (rec[s].state == SAL_SEGREC_USED)
-            rep->damaged_headers += sweep_segment(h, s, rec[s].used_bytes, hwm,
+            rep->damaged_headers += sweep_segment(h, table, s, rec[s].used_bytes, hwm,
                                                   &rep->headers_swept);
 
     /* 3. Mark and count from the roots. */
-    marker m = {.h = h, .rec = rec, .nseg = nseg, .hwm = hwm, .rep = rep,
+    marker m = {.h = h, .rec = rec, .nseg = nseg, .hwm = hwm, .rep = rep, .table = table,
                 .old_entries = old_entries, .seg_live = seg_live, .was_live_left = was_live};
     for (unsigned r = 0; r < SAL_ROOT_COUNT; r++) {
         sal_id root = h->committed.roots[r];
@@ -375,9 +380,10 @@ int sal_recover(sal_heap *h, sal_segment_record *rec, int same_boot,
     }
     sal_id_vec_free(&m.stack);
     if (m.oom) {
-        undo_forget(table, hwm, old_entries);
+        if (!work)
+            undo_forget(table, hwm);
         free(m.seg_live);
-        free(old_entries);
+        free(work);
         return SAL_ENOMEM;
     }
     /* Sweep mode: entries left free keep the newer of the remembered and
@@ -387,7 +393,7 @@ int sal_recover(sal_heap *h, sal_segment_record *rec, int same_boot,
      * goes up, so a stale location at worst gives nothing). */
     for (uint64_t i = 1; old_entries && i < hwm; i++) {
         uint64_t e = atomic_load_explicit(&table[i], memory_order_relaxed);
-        uint64_t old = old_entries[i];
+        uint64_t old = atomic_load_explicit(&old_entries[i], memory_order_relaxed);
         if (!(e & SAL_ENTRY_FREE))
             continue;
         uint64_t kept = e;
@@ -400,7 +406,14 @@ int sal_recover(sal_heap *h, sal_segment_record *rec, int same_boot,
         if (kept != e)
             atomic_store_explicit(&table[i], kept, memory_order_relaxed);
     }
-    free(old_entries);
+    /* The new table over the heap's.  Killed while this runs, the heap
+     * holds old entries and new ones, each locating the same committed
+     * object (the repair of a clean heap is then partial; an unclean heap
+     * is recovered again). */
+    for (uint64_t i = 1; work && i < hwm; i++)
+        atomic_store_explicit(&h->table[i], atomic_load_explicit(&work[i], memory_order_relaxed),
+                              memory_order_relaxed);
+    free(work);
     /* The entries that were live and that nothing committed reaches (none
      * after a kill between commits of a program that only grows). */
     for (uint64_t i = 1; m.was_live_left && i < hwm; i++)
