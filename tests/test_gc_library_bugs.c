@@ -93,6 +93,27 @@ static void known_bug_repair_lowers_generation(void **state)
                  e >> SAL_ENTRY_RC_SHIFT, tu_index(g.u), tu_index(g.u));
 }
 
+/* Open `path` with SAL_OPEN_REPAIR, close it; root `root` as the repair
+ * left it (null if emptied) and its report in *rr. */
+static sal_id repair_and_get_root(const char *path, unsigned root, sal_recovery_report *rr)
+{
+    sal_options o = tu_small_options();
+    o.flags = SAL_OPEN_REPAIR;
+    o.ready_segments = 0;
+    sal_heap *h;
+    TU_OK(sal_heap_open(path, &o, &h));
+    TU_OK(sal_heap_recovery_report(h, rr));
+    sal_session *r;
+    TU_OK(sal_reader_open(h, &r));
+    sal_id id;
+    TU_OK(sal_root_get(r, root, &id));
+    if (id)
+        TU_OK(sal_release(r, id));
+    TU_OK(sal_session_close(r));
+    TU_OK(sal_heap_close(h));
+    return id;
+}
+
 static void known_bug_repair_loses_located(void **state)
 {
     tu_ctx *c = *state;
@@ -103,21 +124,8 @@ static void known_bug_repair_loses_located(void **state)
     /* H's header damaged; the chain under root 2 lies behind it. */
     uint64_t off = lay_header_off(c->path, &l, g.h);
     TU_OK(tu_xor_byte(c->path, off + offsetof(sal_object_header, size_bytes) + 3, 0x80));
-    sal_options o = tu_small_options();
-    o.flags = SAL_OPEN_REPAIR;
-    o.ready_segments = 0;
-    sal_heap *h;
-    TU_OK(sal_heap_open(c->path, &o, &h));
     sal_recovery_report rr;
-    TU_OK(sal_heap_recovery_report(h, &rr));
-    sal_session *r;
-    TU_OK(sal_reader_open(h, &r));
-    sal_id chain;
-    TU_OK(sal_root_get(r, 2, &chain));
-    if (chain)
-        TU_OK(sal_release(r, chain));
-    TU_OK(sal_session_close(r));
-    TU_OK(sal_heap_close(h));
+    sal_id chain = repair_and_get_root(c->path, 2, &rr);
     if (chain != g.chain)
         fail_msg("SAL_OPEN_REPAIR lost root 2's chain of 25 intact objects behind a damaged "
                  "header (%" PRIu64 " objects live after, %" PRIu64 " roots emptied)",
@@ -187,21 +195,8 @@ static void repair_after_killed_recovery_keeps_located(void **state)
     if (!strstr(out, "agrees with sal-gc's prediction"))
         fail_msg("sal-gc repair --dry-run:\n%s", out);
     free(out);
-    sal_options o = tu_small_options();
-    o.flags = SAL_OPEN_REPAIR;
-    o.ready_segments = 0;
-    sal_heap *h;
-    TU_OK(sal_heap_open(c->path, &o, &h));
     sal_recovery_report rr;
-    TU_OK(sal_heap_recovery_report(h, &rr));
-    sal_session *r;
-    TU_OK(sal_reader_open(h, &r));
-    sal_id chain;
-    TU_OK(sal_root_get(r, 2, &chain));
-    if (chain)
-        TU_OK(sal_release(r, chain));
-    TU_OK(sal_session_close(r));
-    TU_OK(sal_heap_close(h));
+    sal_id chain = repair_and_get_root(c->path, 2, &rr);
     if (chain != g.chain)
         fail_msg("SAL_OPEN_REPAIR after a killed recovery lost root 2's chain of 25 intact "
                  "objects behind a damaged header, which the table still located (%" PRIu64

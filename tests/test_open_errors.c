@@ -1176,14 +1176,21 @@ static int child_open_recover_both(void *arg)
     return 0;
 }
 
+/* A heap at the context's path whose writer was killed after setting an
+ * uncommitted root (entry 1); its superblock in *sb. */
+static void heap_killed_after_root(tu_ctx *c, sal_superblock *sb)
+{
+    unclean_arg a = {c->path, 1, 0};
+    int st = tu_in_child(child_die_uncleanly, &a);
+    assert_true(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
+    read_superblock(c->path, sb);
+}
+
 static void live_entry_past_reservation(void **state)
 {
     tu_ctx *c = *state;
-    unclean_arg a = {c->path, 1, 0}; /* killed after an uncommitted root */
-    int st = tu_in_child(child_die_uncleanly, &a);
-    assert_true(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
     sal_superblock sb;
-    read_superblock(c->path, &sb);
+    heap_killed_after_root(c, &sb);
     /* Entry 1, the killed process's object, live; its header's place
      * moved past the reservation, inside a file made that long. */
     uint64_t entry_off = sb.table_offset + 8, entry;
@@ -1205,11 +1212,8 @@ static void live_entry_past_reservation(void **state)
 static void stray_high_water_mark(void **state)
 {
     tu_ctx *c = *state;
-    unclean_arg a = {c->path, 1, 0}; /* killed after an uncommitted root */
-    int st = tu_in_child(child_die_uncleanly, &a);
-    assert_true(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
     sal_superblock sb;
-    read_superblock(c->path, &sb);
+    heap_killed_after_root(c, &sb);
     uint64_t mark;
     assert_int_equal(tu_peek(c->path, sb.table_offset, &mark, 8), 0);
     assert_true(mark > 1 && mark <= 2 * 1024); /* the batch the child took */
