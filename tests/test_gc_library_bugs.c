@@ -25,7 +25,7 @@
  *                            locates them.
  */
 #include "test_gc_util.h"
-#include "internal.h" /* sal_test_recover_hook, a test build's hook */
+#include "test_hooks.h" /* a recovery killed part-way */
 
 static void known_bug_segtab_alignment(void **state)
 {
@@ -93,6 +93,17 @@ static void known_bug_repair_lowers_generation(void **state)
                  e >> SAL_ENTRY_RC_SHIFT, tu_index(g.u), tu_index(g.u));
 }
 
+/* The sound heap of test_gc_util.h at `path`, H's header damaged: the
+ * chain under root 2 lies behind it in its segment. */
+static void build_with_h_damaged(const char *path, gc_sound *g)
+{
+    gc_build(path, g);
+    gc_layout l;
+    lay_read(path, &l);
+    uint64_t off = lay_header_off(path, &l, g->h);
+    TU_OK(tu_xor_byte(path, off + offsetof(sal_object_header, size_bytes) + 3, 0x80));
+}
+
 /* Open `path` with SAL_OPEN_REPAIR, close it; root `root` as the repair
  * left it (null if emptied) and its report in *rr. */
 static sal_id repair_and_get_root(const char *path, unsigned root, sal_recovery_report *rr)
@@ -118,12 +129,7 @@ static void known_bug_repair_loses_located(void **state)
 {
     tu_ctx *c = *state;
     gc_sound g;
-    gc_build(c->path, &g);
-    gc_layout l;
-    lay_read(c->path, &l);
-    /* H's header damaged; the chain under root 2 lies behind it. */
-    uint64_t off = lay_header_off(c->path, &l, g.h);
-    TU_OK(tu_xor_byte(c->path, off + offsetof(sal_object_header, size_bytes) + 3, 0x80));
+    build_with_h_damaged(c->path, &g);
     sal_recovery_report rr;
     sal_id chain = repair_and_get_root(c->path, 2, &rr);
     if (chain != g.chain)
@@ -146,26 +152,10 @@ static int child_open_and_die(void *arg)
     return 11;
 }
 
-static void kill_at_forgotten(void *arg, int where)
-{
-    (void)arg;
-    if (where == SAL_TEST_RECOVER_FORGOTTEN)
-        raise(SIGKILL);
-}
-
 /* A recovery killed right after its forget. */
-static int child_recover_killed(void *arg)
+static int child_recover_killed(void *path)
 {
-    const char *path = arg;
-    if (sal_test_recover_hook(kill_at_forgotten, NULL))
-        return 20;
-    sal_options o;
-    sal_options_init(&o);
-    o.flags = SAL_OPEN_RECOVER;
-    o.ready_segments = 0;
-    sal_heap *h;
-    sal_heap_open(path, &o, &h);
-    return 21; /* not killed */
+    return tu_open_killed_at_forgotten(path, SAL_OPEN_RECOVER);
 }
 
 /* known_bug_repair_loses_located after a killed recovery: the forget had
@@ -177,11 +167,7 @@ static void repair_after_killed_recovery_keeps_located(void **state)
     if (sal_test_recover_hook(NULL, NULL) == ENOSYS)
         skip(); /* a build without test hooks */
     gc_sound g;
-    gc_build(c->path, &g);
-    gc_layout l;
-    lay_read(c->path, &l);
-    uint64_t off = lay_header_off(c->path, &l, g.h);
-    TU_OK(tu_xor_byte(c->path, off + offsetof(sal_object_header, size_bytes) + 3, 0x80));
+    build_with_h_damaged(c->path, &g);
     int st = tu_in_child(child_open_and_die, c->path);
     if (!WIFSIGNALED(st) || WTERMSIG(st) != SIGKILL)
         fail_msg("the writer did not get to its kill (exit %d)", WEXITSTATUS(st));
@@ -210,18 +196,11 @@ static void repair_after_killed_recovery_keeps_located(void **state)
  * a heap a writer left unclean in this boot, the next recovery trusts the
  * table's locations (same boot).  Either way the next open must still
  * find every committed object (repair.c: "a second repair fixes it", but
- * nothing stops a plain open first).  Not fixed. */
-static int child_repair_killed(void *arg)
+ * nothing stops a plain open first).  The repair builds the new table
+ * apart and writes it over the old one only at the end (recover.c). */
+static int child_repair_killed(void *path)
 {
-    const char *path = arg;
-    if (sal_test_recover_hook(kill_at_forgotten, NULL))
-        return 20;
-    sal_options o = tu_small_options();
-    o.flags = SAL_OPEN_REPAIR;
-    o.ready_segments = 0;
-    sal_heap *h;
-    sal_heap_open(path, &o, &h);
-    return 21; /* not killed */
+    return tu_open_killed_at_forgotten(path, SAL_OPEN_REPAIR);
 }
 
 static void killed_repair_keeps(tu_ctx *c, int unclean)

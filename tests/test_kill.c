@@ -199,19 +199,19 @@ static void child_main(const char *path, uint64_t seed)
  * The parent: what the child said
  * --------------------------------------------------------------------- */
 
-typedef struct history {
-    uint64_t *sub; /* sub[k]: the digest of the worker's version k */
+/* A growing array of values. */
+typedef struct u64_vec {
+    uint64_t *v;
     size_t len, cap;
-} history;
+} u64_vec;
 
 typedef struct round_state {
     int ready;
     cw_state empty;
-    history hist[THREADS];
+    u64_vec hist[THREADS];   /* hist[t].v[k]: the digest of worker t's version k */
     size_t matched[THREADS]; /* the version each worker has in the last commit */
     rec last_done;           /* the last commit reported (or the initial state) */
-    sal_id *ids;             /* every id a worker published, committed or not */
-    size_t ids_len, ids_cap;
+    u64_vec ids;             /* every id a worker published, committed or not */
     uint64_t commits;        /* syncs reported done */
     uint64_t last_start;     /* the last sync announced */
     int last_start_mode;
@@ -232,24 +232,24 @@ static void rs_fail(round_state *rs, const char *fmt_, ...)
     va_end(ap);
 }
 
-static void hist_push(history *h, uint64_t v)
+static void vec_push(u64_vec *h, uint64_t v)
 {
     if (h->len == h->cap) {
         h->cap = h->cap ? h->cap * 2 : 1024;
-        h->sub = realloc(h->sub, h->cap * sizeof *h->sub);
-        if (!h->sub) {
+        h->v = realloc(h->v, h->cap * sizeof *h->v);
+        if (!h->v) {
             fprintf(stderr, "out of memory\n");
             exit(2);
         }
     }
-    h->sub[h->len++] = v;
+    h->v[h->len++] = v;
 }
 
 /* The first index >= from at which worker t reported `sub`, or -1. */
-static long hist_find(const history *h, size_t from, uint64_t sub)
+static long hist_find(const u64_vec *h, size_t from, uint64_t sub)
 {
     for (size_t k = from; k < h->len; k++)
-        if (h->sub[k] == sub)
+        if (h->v[k] == sub)
             return (long)k;
     return -1;
 }
@@ -269,7 +269,7 @@ static void on_rec(round_state *rs, const rec *r)
         if (r->n != rs->hist[r->t].len)
             rs_fail(rs, "worker %d reported version %llu after %zu versions", r->t,
                     (unsigned long long)r->n, rs->hist[r->t].len);
-        hist_push(&rs->hist[r->t], r->state.digest);
+        vec_push(&rs->hist[r->t], r->state.digest);
         break;
     case REC_START:
         rs->last_start = r->n;
@@ -306,15 +306,9 @@ static void on_rec(round_state *rs, const rec *r)
             break;
         }
         for (uint64_t k = 0; k < r->n; k++) {
-            if (rs->ids_len == rs->ids_cap) {
-                rs->ids_cap = rs->ids_cap ? rs->ids_cap * 2 : 4096;
-                rs->ids = realloc(rs->ids, rs->ids_cap * sizeof *rs->ids);
-                if (!rs->ids) {
-                    fprintf(stderr, "out of memory\n");
-                    exit(2);
-                }
-            }
-            memcpy(&rs->ids[rs->ids_len++], r->msg + k * sizeof(sal_id), sizeof(sal_id));
+            sal_id id;
+            memcpy(&id, r->msg + k * sizeof id, sizeof id);
+            vec_push(&rs->ids, id);
         }
         break;
     case REC_ERROR:
@@ -480,22 +474,60 @@ static int check_heap_after_kill(const char *path, round_state *rs, int mid, int
     return 0;
 }
 
-static int cmp_id(const void *a, const void *b)
+/* Is every published id a committed object or stale (SAL_ESTALE: never
+ * SAL_EBADID, which would mean its generation went back)?  1 or 0. */
+static int published_live_or_stale(round_state *rs, sal_session *s, const char *when)
 {
-    sal_id x = *(const sal_id *)a, y = *(const sal_id *)b;
-    return (x > y) - (x < y);
+    for (size_t i = 0; i < rs->ids.len; i++) {
+        int rc = sal_info(s, rs->ids.v[i], &(sal_object_info){0});
+        if (rc != 0 && rc != SAL_ESTALE) {
+            rs_fail(rs, "published id %#llx %s: %d (%s), not live or SAL_ESTALE",
+                    (unsigned long long)rs->ids.v[i], when, rc, sal_strerror(rc));
+            return 0;
+        }
+    }
+    return 1;
 }
 
-/* Every id a worker published, before or after the last commit, is either
- * a committed object or stale (SAL_ESTALE: never SAL_EBADID, which would
- * mean its generation went back), and none is handed out again: the
- * recovered heap, reopened, allocates more objects than it has free ids
- * (so every free entry is taken), and none may carry a published id. */
+/* Allocate `n` objects (more than the heap has free ids, so that every free
+ * entry is taken): does none carry a published id?  1 or 0; all released
+ * again. */
+static int fresh_ids_unpublished(round_state *rs, sal_session *s, uint64_t n)
+{
+    sal_id *fresh = calloc(n, sizeof *fresh);
+    if (!fresh) {
+        rs_fail(rs, "out of memory for the id check");
+        return 0;
+    }
+    int ok = 1, rc = sal_write_begin(s);
+    uint64_t got = 0;
+    for (void *p; rc == 0 && ok && got < n; got++) {
+        if ((rc = sal_alloc(s, 8, 0, 0, &fresh[got], &p)))
+            break;
+        if (bsearch(&fresh[got], rs->ids.v, rs->ids.len, sizeof *rs->ids.v, tu_cmp_u64)) {
+            rs_fail(rs, "id %#llx, published before the kill, handed out again",
+                    (unsigned long long)fresh[got]);
+            ok = 0;
+        }
+    }
+    if (rc) {
+        rs_fail(rs, "allocating for the id check: %d (%s)", rc, sal_strerror(rc));
+        ok = 0;
+    }
+    sal_write_end(s);
+    for (uint64_t i = 0; i < got; i++)
+        sal_release(s, fresh[i]);
+    free(fresh);
+    return ok;
+}
+
+/* No id a worker published, before or after the last commit, is handed out
+ * again by the recovered heap, reopened. */
 static int check_ids_not_reissued(const char *path, round_state *rs)
 {
-    if (rs->ids_len == 0)
+    if (rs->ids.len == 0)
         return 0;
-    qsort(rs->ids, rs->ids_len, sizeof *rs->ids, cmp_id);
+    qsort(rs->ids.v, rs->ids.len, sizeof *rs->ids.v, tu_cmp_u64);
     sal_options o = heap_options();
     o.ready_segments = 0;
     sal_heap *h;
@@ -512,49 +544,12 @@ static int check_ids_not_reissued(const char *path, round_state *rs)
     }
     sal_heap_stats st;
     sal_heap_stats_get(h, &st);
-    uint64_t n = st.ids_high_water + 2 * 1024;
-    sal_id *fresh = calloc(n, sizeof *fresh);
-    int bad = fresh == NULL;
-    for (int pass = 0; pass < 2 && !bad; pass++) {
-        for (size_t i = 0; i < rs->ids_len && !bad; i++) {
-            sal_object_info in;
-            rc = sal_info(s, rs->ids[i], &in);
-            if (rc != 0 && rc != SAL_ESTALE) {
-                rs_fail(rs, "published id %#llx %s: %d (%s), not live or SAL_ESTALE",
-                        (unsigned long long)rs->ids[i],
-                        pass ? "after the free ids were taken" : "after the recovery", rc,
-                        sal_strerror(rc));
-                bad = 1;
-            }
-        }
-        if (pass || bad)
-            break;
-        uint64_t got = 0;
-        int began = (rc = sal_write_begin(s)) == 0;
-        while (rc == 0 && got < n && !bad) {
-            void *p;
-            if ((rc = sal_alloc(s, 8, 0, 0, &fresh[got], &p)))
-                break;
-            if (bsearch(&fresh[got], rs->ids, rs->ids_len, sizeof *rs->ids, cmp_id)) {
-                rs_fail(rs, "id %#llx, published before the kill, handed out again",
-                        (unsigned long long)fresh[got]);
-                bad = 1;
-            }
-            got++;
-        }
-        if (began)
-            sal_write_end(s);
-        if (rc && !bad) {
-            rs_fail(rs, "allocating for the id check: %d (%s)", rc, sal_strerror(rc));
-            bad = 1;
-        }
-        for (uint64_t i = 0; i < got; i++)
-            sal_release(s, fresh[i]);
-    }
-    free(fresh);
+    int ok = published_live_or_stale(rs, s, "after the recovery") &&
+             fresh_ids_unpublished(rs, s, st.ids_high_water + 2 * 1024) &&
+             published_live_or_stale(rs, s, "after the free ids were taken");
     sal_session_close(s);
     sal_heap_close(h);
-    return bad ? -1 : 0;
+    return ok ? 0 : -1;
 }
 
 /* ---------------------------------------------------------------------
@@ -710,16 +705,10 @@ static round_result run_round(const char *dir, uint64_t seed, int index)
     }
     fflush(stdout);
     for (int t = 0; t < THREADS; t++)
-        free(rs->hist[t].sub);
-    free(rs->ids);
+        free(rs->hist[t].v);
+    free(rs->ids.v);
     free(rs);
     return res;
-}
-
-static int cmp_u64(const void *a, const void *b)
-{
-    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-    return x < y ? -1 : x > y;
 }
 
 static int cmp_dbl(const void *a, const void *b)
@@ -769,7 +758,7 @@ int main(int argc, char **argv)
         printf("files of the failed rounds kept in %s\n", dir);
     else
         tu_rm_rf(dir);
-    qsort(commits, (size_t)done, sizeof *commits, cmp_u64);
+    qsort(commits, (size_t)done, sizeof *commits, tu_cmp_u64);
     qsort(times, (size_t)done, sizeof *times, cmp_dbl);
     uint64_t median = commits[done / 2];
     printf("kill: round time median %.0f ms, max %.0f ms; killed %ld after a delay, %ld just "

@@ -8,7 +8,7 @@
  */
 #include "test_util.h"
 
-#include "internal.h" /* sal_test_id_vec_fail, a test build's hook */
+#include "test_hooks.h" /* internal.h: sal_test_id_vec_fail and the recovery hook */
 
 static uint32_t refcount_of(sal_session *s, sal_id id)
 {
@@ -397,12 +397,6 @@ static void stale_after_reuse(void **state)
  * committed length. */
 enum { LOST_IDS = 3000, LOST_ROUNDS = 4, LOST_BYTES = 1000 };
 
-static int cmp_id(const void *a, const void *b)
-{
-    sal_id x = *(const sal_id *)a, y = *(const sal_id *)b;
-    return (x > y) - (x < y);
-}
-
 static int child_lose_ids(void *arg)
 {
     tu_ctx *c = arg;
@@ -434,24 +428,9 @@ static int child_lose_ids(void *arg)
 /* A recovery killed right after it forgot the table: the next one must
  * still know which entries were live (their generations are in their
  * headers only). */
-static void kill_at_forgotten(void *arg, int where)
+static int child_recover_killed(void *path)
 {
-    (void)arg;
-    if (where == SAL_TEST_RECOVER_FORGOTTEN)
-        raise(SIGKILL);
-}
-
-static int child_recover_killed(void *arg)
-{
-    tu_ctx *c = arg;
-    if (sal_test_recover_hook(kill_at_forgotten, NULL))
-        return 20;
-    sal_options o;
-    sal_options_init(&o);
-    o.flags = SAL_OPEN_RECOVER;
-    sal_heap *h;
-    sal_heap_open(c->path, &o, &h);
-    return 21; /* not killed */
+    return tu_open_killed_at_forgotten(path, SAL_OPEN_RECOVER);
 }
 
 enum { RECOVER_PLAIN, RECOVER_KILLED_FIRST, RECOVER_BY_REPAIR };
@@ -480,7 +459,7 @@ static void lost_ids_stale(tu_ctx *c, int how)
     assert_int_equal(fread(lost, sizeof lost, 1, f), 1);
     fclose(f);
     if (recovery_killed) {
-        st = tu_in_child(child_recover_killed, c);
+        st = tu_in_child(child_recover_killed, (void *)c->path);
         if (!WIFSIGNALED(st) || WTERMSIG(st) != SIGKILL)
             fail_msg("the recovery was not killed (exit %d)", WEXITSTATUS(st));
     }
@@ -500,10 +479,10 @@ static void lost_ids_stale(tu_ctx *c, int how)
     for (uint64_t i = 0; i < n; i++)
         TU_OK(sal_alloc(s, 16, 0, 0, &fresh[i], &p));
     TU_OK(sal_write_end(s));
-    qsort(lost, LOST_IDS, sizeof *lost, cmp_id);
+    qsort(lost, LOST_IDS, sizeof *lost, tu_cmp_u64);
     uint64_t reused_entries = 0;
     for (uint64_t i = 0; i < n; i++) {
-        sal_id *hit = bsearch(&fresh[i], lost, LOST_IDS, sizeof *lost, cmp_id);
+        sal_id *hit = bsearch(&fresh[i], lost, LOST_IDS, sizeof *lost, tu_cmp_u64);
         reissued += hit != NULL;
         for (int k = 0; k < LOST_IDS && !hit; k++)
             if (tu_index(lost[k]) == tu_index(fresh[i])) {

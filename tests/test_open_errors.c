@@ -130,6 +130,14 @@ static void read_slot(const char *path, int which, sal_commit_slot *slot)
         tu_peek(path, which ? SAL_SLOT1_OFFSET : SAL_SLOT0_OFFSET, slot, sizeof(*slot)), 0);
 }
 
+/* Reads both durable slots; returns which is the newest. */
+static int read_durable_slots(const char *path, sal_commit_slot slot[2])
+{
+    read_slot(path, 0, &slot[0]);
+    read_slot(path, 1, &slot[1]);
+    return slot[1].epoch > slot[0].epoch;
+}
+
 /* ---------------------------------------------------------------------
  * Files that are not heaps
  * --------------------------------------------------------------------- */
@@ -228,10 +236,8 @@ static void truncated_heap(void **state)
     base_build(c->path, &b);
     sal_superblock sb;
     read_superblock(c->path, &sb);
-    sal_commit_slot s0, s1;
-    read_slot(c->path, 0, &s0);
-    read_slot(c->path, 1, &s1);
-    const sal_commit_slot *cur = s0.epoch > s1.epoch ? &s0 : &s1;
+    sal_commit_slot slot[2];
+    const sal_commit_slot *cur = &slot[read_durable_slots(c->path, slot)];
     struct stat st;
     assert_int_equal(stat(c->path, &st), 0);
     uint64_t size = (uint64_t)st.st_size;
@@ -548,6 +554,16 @@ static void base_build_two_commits(const char *path, base_heap *b, sal_id *extra
     TU_OK(sal_heap_close(h));
 }
 
+/* base_build_two_commits(), then its superblock and both durable slots;
+ * returns which slot is the newest. */
+static int two_commits_read(const char *path, base_heap *b, sal_id *extra, sal_superblock *sb,
+                            sal_commit_slot slot[2])
+{
+    base_build_two_commits(path, b, extra);
+    read_superblock(path, sb);
+    return read_durable_slots(path, slot);
+}
+
 static void both_slots_damaged(void **state)
 {
     tu_ctx *c = *state;
@@ -587,14 +603,6 @@ static void both_slots_damaged(void **state)
     expect_open_error(copy, SAL_ECORRUPT, "both slots zeroed");
 }
 
-/* Reads both durable slots; returns which is the newest. */
-static int read_durable_slots(const char *path, sal_commit_slot slot[2])
-{
-    read_slot(path, 0, &slot[0]);
-    read_slot(path, 1, &slot[1]);
-    return slot[1].epoch > slot[0].epoch;
-}
-
 /* A read-only open of `path` shows exactly the roots of `want` (the valid
  * slot): the forged one (`what`) was not used. */
 static void expect_roots_of_slot(const char *path, const sal_commit_slot *want, const char *what)
@@ -629,11 +637,9 @@ static void slot_file_bytes_past_data_region(void **state)
     tu_ctx *c = *state;
     base_heap b;
     sal_id extra;
-    base_build_two_commits(c->path, &b, &extra);
     sal_superblock sb;
-    read_superblock(c->path, &sb);
     sal_commit_slot slot[2];
-    int newest = read_durable_slots(c->path, slot);
+    int newest = two_commits_read(c->path, &b, &extra, &sb, slot);
     uint64_t end = sb.data_offset + sb.segment_count * sb.segment_bytes;
     slot[newest].file_bytes = end + 4 * sb.segment_bytes;
     sal_slot_seal(&slot[newest]);
@@ -653,11 +659,9 @@ static void forged_slot_fields(void **state)
     tu_ctx *c = *state;
     base_heap b;
     sal_id extra;
-    base_build_two_commits(c->path, &b, &extra);
     sal_superblock sb;
-    read_superblock(c->path, &sb);
     sal_commit_slot slot[2];
-    int newest = read_durable_slots(c->path, slot);
+    int newest = two_commits_read(c->path, &b, &extra, &sb, slot);
     const sal_commit_slot *other = &slot[!newest];
     assert_int_not_equal(slot[newest].roots[2], other->roots[2]); /* they differ */
     char copy[PATH_MAX];
@@ -960,10 +964,8 @@ static void table_entry_at_end_of_file(void **state)
     base_build(c->path, &b);
     sal_superblock sb;
     read_superblock(c->path, &sb);
-    sal_commit_slot s0, s1;
-    read_slot(c->path, 0, &s0);
-    read_slot(c->path, 1, &s1);
-    const sal_commit_slot *cur = s0.epoch > s1.epoch ? &s0 : &s1;
+    sal_commit_slot slot[2];
+    const sal_commit_slot *cur = &slot[read_durable_slots(c->path, slot)];
     struct stat st;
     assert_int_equal(stat(c->path, &st), 0);
     assert_int_equal((uint64_t)st.st_size, cur->file_bytes);

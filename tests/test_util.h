@@ -453,6 +453,12 @@ static inline sal_heap_stats tu_stats(sal_heap *h)
 
 static inline uint32_t tu_index(sal_id id) { return (uint32_t)(id & 0xffffffffu); }
 static inline uint32_t tu_gen(sal_id id) { return (uint32_t)((id >> 32) & 0xffffffu); }
+/* qsort/bsearch order of uint64_t values (ids among them). */
+static inline int tu_cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
 
 /* Publishing a root needs a write section: these open one around the call
  * (use sal_root_set/sal_root_cas directly inside a section). */

@@ -110,6 +110,20 @@ static int wait_for_moving_ids(sal_heap *h)
     return found;
 }
 
+/* Entry 0 (the null id's, never resolved) keeps the highest ids high-water
+ * mark handed out, commit or not: after a killed process the page cache
+ * still holds it, and recovery takes the entries up to it into the table,
+ * so that ids handed out after the last commit are not handed out again
+ * (recover.c, lost_high_water).  Raises it to `hwm`. */
+static void note_high_water(sal_heap *h, uint64_t hwm)
+{
+    uint64_t noted = atomic_load_explicit(&h->table[0], memory_order_relaxed);
+    while (noted < hwm && !atomic_compare_exchange_weak_explicit(&h->table[0], &noted, hwm,
+                                                                  memory_order_relaxed,
+                                                                  memory_order_relaxed)) {
+    }
+}
+
 int sal_ids_refill(sal_session *s)
 {
     sal_heap *h = s->heap;
@@ -161,7 +175,7 @@ again:
      * covers it. */
     for (uint64_t i = start; i < end; i++)
         atomic_store_explicit(&h->table[i], 0, memory_order_relaxed);
-    sal_table_note_high_water(h, end);
+    note_high_water(h, end);
     s->id_next = start;
     s->id_end = end;
     return 0;

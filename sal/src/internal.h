@@ -20,6 +20,7 @@
 #ifndef SAL_INTERNAL_H
 #define SAL_INTERNAL_H
 
+#include <errno.h> /* ENOSYS: SAL_TEST_HOOK */
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
@@ -336,15 +337,6 @@ void sal_segment_release_arena(sal_heap *h, uint64_t seg, uint64_t used,
 void sal_segment_emptied(sal_heap *h, uint64_t seg);
 /* Make sure table entries [0, index] are allocated on disk. */
 int sal_table_ensure(sal_heap *h, uint64_t index);
-/* Entry 0 (the null id's, never resolved) keeps the highest ids high-water
- * mark handed out, commit or not: after a killed process the page cache
- * still holds it, and recovery takes the entries up to it into the table,
- * so that ids handed out after the last commit are not handed out again
- * (recover.c).  Raises it to `hwm`. */
-void sal_table_note_high_water(sal_heap *h, uint64_t hwm);
-/* That mark, if it is above the committed one, inside the table, and ids
- * below it were handed out (else 0). */
-uint64_t sal_table_noted_high_water(const sal_heap *h);
 /* Make sure `seg`'s page cache matches the folio policy, then fault it in.
  * by_provider: the provider thread, which pauses while a commit runs. */
 void sal_segment_prepare(sal_heap *h, uint64_t seg, int by_provider);
@@ -353,6 +345,36 @@ void sal_segment_prepare(sal_heap *h, uint64_t seg, int by_provider);
 void sal_provider_wait_for_commit(sal_heap *h);
 /* Reclaim pending segments whose readers and commits are past. */
 void sal_segments_reclaim(sal_heap *h);
+/* Test hooks.  SAL_TEST_HOOK(name, type) in the file that runs the hook
+ * defines sal_test_<name>(fn, arg), which installs fn (NULL removes it),
+ * and <name>_run(v), which calls fn(arg, v) if one is installed.  Without
+ * SAL_TEST_HOOKS the installer returns ENOSYS and the run does nothing. */
+#ifdef SAL_TEST_HOOKS
+#define SAL_TEST_HOOK(name, type)                                              \
+    static void (*_Atomic name##_fn)(void *, type);                             \
+    static void *_Atomic name##_arg;                                            \
+    int sal_test_##name(void (*fn)(void *, type), void *arg)                    \
+    {                                                                           \
+        atomic_store(&name##_arg, arg);                                         \
+        atomic_store(&name##_fn, fn);                                           \
+        return 0;                                                               \
+    }                                                                           \
+    static void name##_run(type v)                                              \
+    {                                                                           \
+        void (*fn)(void *, type) = atomic_load(&name##_fn);                     \
+        if (fn)                                                                 \
+            fn(atomic_load(&name##_arg), v);                                    \
+    }
+#else
+#define SAL_TEST_HOOK(name, type)                                              \
+    int sal_test_##name(void (*fn)(void *, type), void *arg)                    \
+    {                                                                           \
+        (void)fn;                                                               \
+        (void)arg;                                                              \
+        return ENOSYS;                                                          \
+    }                                                                           \
+    static void name##_run(type v) { (void)v; }
+#endif
 /* sync.c, test builds (SAL_TEST_HOOKS; ENOSYS otherwise): call fn(arg,
  * where) in every commit at two points: SAL_TEST_HOOK_IN_CUT inside the
  * cut, with seg_lock held, after the segment records are taken and before

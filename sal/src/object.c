@@ -14,7 +14,6 @@
  * and those that die too are pushed on the session's worklist, so a chain
  * of any length is freed with constant stack.
  */
-#include <errno.h>
 #include <string.h>
 
 #include "internal.h"
@@ -159,32 +158,7 @@ int sal_retain_internal(sal_heap *h, sal_id id)
     return err ? err : retain_resolved(h, id, e, hdr);
 }
 
-#ifdef SAL_TEST_HOOKS
-static void (*_Atomic unheld_hook)(void *, sal_id);
-static void *_Atomic unheld_hook_arg;
-
-int sal_test_retain_unheld_hook(void (*fn)(void *, sal_id), void *arg)
-{
-    atomic_store(&unheld_hook_arg, arg);
-    atomic_store(&unheld_hook, fn);
-    return 0;
-}
-
-static void unheld_hook_run(sal_id id)
-{
-    void (*fn)(void *, sal_id) = atomic_load(&unheld_hook);
-    if (fn)
-        fn(atomic_load(&unheld_hook_arg), id);
-}
-#else
-int sal_test_retain_unheld_hook(void (*fn)(void *, sal_id), void *arg)
-{
-    (void)fn;
-    (void)arg;
-    return ENOSYS;
-}
-static void unheld_hook_run(sal_id id) { (void)id; }
-#endif
+SAL_TEST_HOOK(retain_unheld_hook, sal_id)
 
 int sal_retain_unheld(sal_session *s, sal_id id)
 {
@@ -194,7 +168,7 @@ int sal_retain_unheld(sal_session *s, sal_id id)
     int err = resolve(h, id, &e, &hdr);
     if (err)
         return err;
-    unheld_hook_run(id); /* test builds: between the check and the count */
+    retain_unheld_hook_run(id); /* test builds: between the check and the count */
     if ((err = retain_resolved(h, id, e, hdr)))
         return err;
     /* Holding no reference, we may have seen the object die, and its entry

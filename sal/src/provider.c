@@ -554,37 +554,6 @@ int sal_table_ensure(sal_heap *h, uint64_t index)
     return err;
 }
 
-void sal_table_note_high_water(sal_heap *h, uint64_t hwm)
-{
-    uint64_t noted = atomic_load_explicit(&h->table[0], memory_order_relaxed);
-    while (noted < hwm && !atomic_compare_exchange_weak_explicit(&h->table[0], &noted, hwm,
-                                                                  memory_order_relaxed,
-                                                                  memory_order_relaxed)) {
-    }
-}
-
-uint64_t sal_table_noted_high_water(const sal_heap *h)
-{
-    uint64_t noted = atomic_load_explicit(&h->table[0], memory_order_relaxed);
-    uint64_t hwm = h->committed.ids_high_water;
-    if (noted <= hwm || noted > h->max_objects)
-        return 0;
-    /* An id handed out leaves its entry nonzero for good (live, or free
-     * with its generation).  A session takes ids only once it has used
-     * all it held, and a fresh batch only when the heap's free list is
-     * empty, so at most one unused fresh batch per open session: if every
-     * entry of the last SAL_MAX_SESSIONS + 1 batches is zero, no id above
-     * the committed mark was handed out, or the mark is a stray value (a
-     * stray write into the mapping) that would make every later open
-     * carry a table that large.  Either way it is not used. */
-    uint64_t window = (uint64_t)(SAL_MAX_SESSIONS + 1) * SAL_ID_BATCH;
-    uint64_t from = noted - hwm > window ? noted - window : hwm;
-    for (uint64_t i = noted; i-- > from;)
-        if (atomic_load_explicit(&h->table[i], memory_order_relaxed) != 0)
-            return noted;
-    return 0;
-}
-
 /* How long the provider should wait before refilling the ready queue.
  * Preparing a segment is CPU work and page-cache traffic on the heap's
  * file, and under the small folio policy (commits that write are

@@ -35,7 +35,6 @@
  * which counting alone could never free.  Segments get their live bytes
  * recounted; a segment with none left is free.
  */
-#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -125,32 +124,7 @@ static uint64_t locate(const marker *m, uint64_t off, sal_id id)
     return seg;
 }
 
-#ifdef SAL_TEST_HOOKS
-static void (*_Atomic recover_hook)(void *, int);
-static void *_Atomic recover_hook_arg;
-
-int sal_test_recover_hook(void (*fn)(void *, int), void *arg)
-{
-    atomic_store(&recover_hook_arg, arg);
-    atomic_store(&recover_hook, fn);
-    return 0;
-}
-
-static void recover_hook_run(int where)
-{
-    void (*fn)(void *, int) = atomic_load(&recover_hook);
-    if (fn)
-        fn(atomic_load(&recover_hook_arg), where);
-}
-#else
-int sal_test_recover_hook(void (*fn)(void *, int), void *arg)
-{
-    (void)fn;
-    (void)arg;
-    return ENOSYS;
-}
-static void recover_hook_run(int where) { (void)where; }
-#endif
+SAL_TEST_HOOK(recover_hook, int)
 
 /* In a same-boot recovery, a live entry is forgotten as a free one that
  * keeps its location and this mark (bit 38, zero outside a recovery: the
@@ -159,6 +133,31 @@ static void recover_hook_run(int where) { (void)where; }
  * that a recovery killed part-way leaves the next one knowing which
  * entries were live. */
 #define WAS_LIVE SAL_ENTRY_ACCESSED
+
+/* The mark the id refill kept in entry 0 (alloc.c), if it is above
+ * the committed one, inside the table, and ids below it were handed out
+ * (else 0). */
+static uint64_t lost_high_water(const sal_heap *h)
+{
+    uint64_t noted = atomic_load_explicit(&h->table[0], memory_order_relaxed);
+    uint64_t hwm = h->committed.ids_high_water;
+    if (noted <= hwm || noted > h->max_objects)
+        return 0;
+    /* An id handed out leaves its entry nonzero for good (live, or free
+     * with its generation).  A session takes ids only once it has used
+     * all it held, and a fresh batch only when the heap's free list is
+     * empty, so at most one unused fresh batch per open session: if every
+     * entry of the last SAL_MAX_SESSIONS + 1 batches is zero, no id above
+     * the committed mark was handed out, or the mark is a stray value (a
+     * stray write into the mapping) that would make every later open
+     * carry a table that large.  Either way it is not used. */
+    uint64_t window = (uint64_t)(SAL_MAX_SESSIONS + 1) * SAL_ID_BATCH;
+    uint64_t from = noted - hwm > window ? noted - window : hwm;
+    for (uint64_t i = noted; i-- > from;)
+        if (atomic_load_explicit(&h->table[i], memory_order_relaxed) != 0)
+            return noted;
+    return 0;
+}
 
 static int entry_was_live(uint64_t e)
 {
@@ -290,7 +289,7 @@ int sal_recover(sal_heap *h, sal_segment_record *rec, int same_boot,
      * same boot the table is exact (the page cache survived); after a
      * reboot its pages are of any age, the mark too, and such ids may come
      * back (sal.h, Caveats). */
-    uint64_t lost_hwm = sal_table_noted_high_water(h);
+    uint64_t lost_hwm = lost_high_water(h);
     uint64_t file_bytes;
     int err = lost_hwm && !h->readonly ? sal_table_ensure(h, lost_hwm - 1) : 0;
     if (!err)

@@ -55,56 +55,8 @@ int sal_thread_writing(sal_heap *h)
     return found;
 }
 
-#if SAL_TEST_HOOKS
-static void (*_Atomic cut_hook)(void *, int);
-static void *_Atomic cut_hook_arg;
-
-int sal_test_cut_hook(void (*fn)(void *, int), void *arg)
-{
-    atomic_store(&cut_hook_arg, arg);
-    atomic_store(&cut_hook, fn);
-    return 0;
-}
-
-static void cut_hook_run(int where)
-{
-    void (*fn)(void *, int) = atomic_load(&cut_hook);
-    if (fn)
-        fn(atomic_load(&cut_hook_arg), where);
-}
-
-static void (*_Atomic ids_release_hook)(void *, int);
-static void *_Atomic ids_release_hook_arg;
-
-int sal_test_ids_release_hook(void (*fn)(void *, int), void *arg)
-{
-    atomic_store(&ids_release_hook_arg, arg);
-    atomic_store(&ids_release_hook, fn);
-    return 0;
-}
-
-static void ids_release_hook_run(int by_provider)
-{
-    void (*fn)(void *, int) = atomic_load(&ids_release_hook);
-    if (fn)
-        fn(atomic_load(&ids_release_hook_arg), by_provider);
-}
-#else
-int sal_test_ids_release_hook(void (*fn)(void *, int), void *arg)
-{
-    (void)fn;
-    (void)arg;
-    return ENOSYS;
-}
-static void ids_release_hook_run(int by_provider) { (void)by_provider; }
-int sal_test_cut_hook(void (*fn)(void *, int), void *arg)
-{
-    (void)fn;
-    (void)arg;
-    return ENOSYS;
-}
-static void cut_hook_run(int where) { (void)where; }
-#endif
+SAL_TEST_HOOK(cut_hook, int)
+SAL_TEST_HOOK(ids_release_hook, int)
 
 typedef struct range {
     uint64_t offset, length;
